@@ -1,0 +1,5 @@
+"""Whole-sequence layers: Recurrent (any cell of the zoo), attention, Grid LSTM."""
+
+from .recurrent import Recurrent, reverse_padded
+
+__all__ = ["Recurrent", "reverse_padded"]

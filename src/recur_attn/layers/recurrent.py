@@ -1,0 +1,336 @@
+"""Recurrent: run any cell of the zoo over whole sequences.
+
+Stacked, bidirectional, batch-first or time-major, with an initial state and
+variable lengths (a ``lengths`` tensor or a PackedSequence), with nn.LSTM's
+calling convention, parameter names and state layout::
+
+    rnn = Recurrent("cifg", input_size=8, hidden_size=16, num_layers=2, batch_first=True)
+    out, state = rnn(x)                           # out (B, T, D*H)
+    out, state = rnn(x, state, lengths=lengths)   # state at each sequence's true end
+
+Parameters are named like nn.LSTM's (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...,
+plus cell-specific extras such as ``weight_ph_l0`` for peepholes), so
+``Recurrent("lstm").load_state_dict(nn.LSTM(...).state_dict())`` works strictly.
+
+Implementations (``impl``):
+  * ``"reference"``: the generic step-by-step loop over ``cell.step`` -- the
+    plain, obviously-correct definition every faster path is checked against.
+  * ``"torch"``: torch's own fused kernel (cuDNN on GPU) -- only for ``lstm``,
+    ``gru``, ``rnn_tanh`` and ``rnn_relu``, which torch implements.
+  * ``"auto"`` (default): the fastest implementation the cell has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, _VF, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..cells import RecurrentCell, build_cell, check_cell_name
+from ..cells.base import check_size
+
+#: cells torch runs with its own fused kernels, and the _VF entry for each
+TORCH_FUSED = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
+IMPLS = ("auto", "torch", "reference")
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of a time-major padded batch within its own length.
+
+    x (T, B, ...) -> (T, B, ...); positions past a sequence's length stay in place.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
+    L = lengths.to(x.device)[None, :]  # (1, B)
+    idx = torch.where(t < L, L - 1 - t, t)  # (T, B)
+    idx = idx.reshape(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, idx)
+
+
+class Recurrent(nn.Module):
+    """Runs cell ``cell`` over sequences; see the module docstring.
+
+    Args:
+        cell: a name in :data:`recur_attn.cells.CELLS`.
+        input_size, hidden_size, num_layers, batch_first, dropout, bidirectional:
+            as for nn.LSTM (dropout between layers, not after the last one).
+        impl: "auto", "torch" or "reference" (module docstring).
+        **cell_kwargs: passed to each layer's cell (e.g. forget_bias, num_modules).
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 impl: str = "auto", **cell_kwargs: Any) -> None:
+        super().__init__()
+        self.cell_name = check_cell_name(cell)
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
+        if impl == "torch" and cell not in TORCH_FUSED:
+            raise ValueError(f"impl='torch' needs a cell torch implements ({', '.join(TORCH_FUSED)}), got {cell!r}")
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.impl = impl
+        self.cell_kwargs = dict(cell_kwargs)
+
+        cells = []
+        for layer in range(num_layers):
+            in_size = input_size if layer == 0 else hidden_size * self.num_directions
+            for direction in range(self.num_directions):
+                kwargs = dict(cell_kwargs)
+                if cell == "dglstm":
+                    kwargs["has_below"] = layer > 0
+                c = build_cell(cell, in_size, hidden_size, **kwargs)
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                # The parameters live on the Recurrent under nn.LSTM's names; the
+                # cell keeps only its structure (and non-persistent buffers).
+                names = []
+                for pname, p in list(c._parameters.items()):
+                    del c._parameters[pname]
+                    self.register_parameter(pname + suffix, p)
+                    names.append(pname)
+                c._param_names = tuple(names)
+                c._suffix = suffix
+                cells.append(c)
+        self.cells = nn.ModuleList(cells)
+        self.state_names = cells[0].state_names
+        self.num_states = len(self.state_names)
+        self.output_size = hidden_size * self.num_directions
+
+    # ------------------------------------------------------------------ helpers
+    def cell_params(self, index: int) -> dict[str, Tensor]:
+        c = self.cells[index]
+        return {n: getattr(self, n + c._suffix) for n in c._param_names}
+
+    def reset_parameters(self) -> None:
+        for k, c in enumerate(self.cells):
+            c.init_params(self.cell_params(k))
+
+    @property
+    def uses_torch_kernel(self) -> bool:
+        return self.impl in ("auto", "torch") and self.cell_name in TORCH_FUSED
+
+    @property
+    def active_impl(self) -> str:
+        """The implementation the next forward will use."""
+        return "torch" if self.uses_torch_kernel else "reference"
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell_name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.cell_kwargs:
+            s += f", {self.cell_kwargs}"
+        return s + f", impl={self.impl!r}"
+
+    def _state_shapes(self) -> list[tuple[int, ...]]:
+        return [s for s in self.cells[0].state_sizes()]
+
+    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+        LD = self.num_layers * self.num_directions
+        # the state sizes may differ between layers only in the fgr gate memory, which is 3H everywhere
+        return tuple(torch.zeros(LD, batch, s, dtype=dtype, device=device) for s in self._state_shapes())
+
+    # ------------------------------------------------------------------ checks
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 3:
+            order = "(B, T, F)" if self.batch_first else "(T, B, F)"
+            raise ValueError(f"Recurrent({self.cell_name!r}): expected a 3-D input {order}, got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            order = "B, T" if self.batch_first else "T, B"
+            raise ValueError(
+                f"Recurrent({self.cell_name!r}): expected input of shape ({order}, {self.input_size}), "
+                f"got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"Recurrent({self.cell_name!r}): input must be floating point, got {x.dtype}")
+
+    def _check_state(self, state, batch: int) -> tuple[Tensor, ...]:
+        if isinstance(state, Tensor):
+            state = (state,)
+        state = tuple(state)
+        if len(state) != self.num_states:
+            raise ValueError(
+                f"Recurrent({self.cell_name!r}): the state has {self.num_states} tensor(s) "
+                f"{self.state_names}, got {len(state)}"
+            )
+        LD = self.num_layers * self.num_directions
+        for name, s, size in zip(self.state_names, state, self._state_shapes()):
+            if tuple(s.shape) != (LD, batch, size):
+                raise ValueError(
+                    f"Recurrent({self.cell_name!r}): expected state {name} of shape "
+                    f"(num_layers*num_directions={LD}, B={batch}, {size}), got {tuple(s.shape)}"
+                )
+        return state
+
+    def _check_lengths(self, lengths, batch: int, T: int) -> Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.shape[0] != batch:
+            raise ValueError(f"lengths must have shape (B={batch},), got {tuple(lengths.shape)}")
+        if lengths.is_floating_point():
+            raise ValueError(f"lengths must be integers, got {lengths.dtype}")
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must lie in [1, T={T}], got min {lo}, max {hi}")
+        return lengths.long()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, state=None, lengths=None):
+        """x (B, T, I) if batch_first else (T, B, I), or a PackedSequence.
+
+        Returns (out, state): out (B, T, D*H) (zeros past each length), or a
+        PackedSequence when x is one; state as nn.LSTM / nn.GRU return it.
+        """
+        packed = isinstance(x, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("give either a PackedSequence or lengths, not both")
+            sorted_indices, unsorted_indices = x.sorted_indices, x.unsorted_indices
+            x, lengths = pad_packed_sequence(x, batch_first=False)  # (T, B, I), original order
+        else:
+            self._check_input(x)
+            if self.batch_first:
+                x = x.transpose(0, 1)  # (T, B, I)
+        T, B = x.shape[0], x.shape[1]
+        if packed:
+            self._check_input(x)
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, B, T)
+        if state is None:
+            state = self.init_state(B, x.dtype, x.device)
+        else:
+            state = self._check_state(state, B)
+
+        if self.uses_torch_kernel:
+            out, new_state = self._forward_torch(x, state, lengths)
+        else:
+            out, new_state = self._forward_reference(x, state, lengths)
+
+        if packed:
+            out = self._repack(out, lengths, sorted_indices, unsorted_indices)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, (new_state[0] if self.num_states == 1 else new_state)
+
+    @staticmethod
+    def _repack(out: Tensor, lengths: Tensor, sorted_indices, unsorted_indices) -> PackedSequence:
+        if sorted_indices is None:
+            p = pack_padded_sequence(out, lengths.cpu(), enforce_sorted=True)
+            return p
+        p = pack_padded_sequence(out.index_select(1, sorted_indices), lengths[sorted_indices.cpu()].cpu(),
+                                 enforce_sorted=True)
+        return PackedSequence(p.data, p.batch_sizes, sorted_indices, unsorted_indices)
+
+    # ------------------------------------------------------------------ torch's kernels
+    def _flat_weights(self) -> list[Tensor]:
+        out = []
+        for k in range(len(self.cells)):
+            p = self.cell_params(k)
+            out += [p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]]
+        return out
+
+    def _forward_torch(self, x: Tensor, state, lengths):
+        fn = getattr(_VF, TORCH_FUSED[self.cell_name])
+        hx = state if self.num_states > 1 else state[0]
+        args = (self._flat_weights(), True, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if lengths is None or bool((lengths == x.shape[0]).all()):
+            res = fn(x, hx, *args, False)
+            return res[0], tuple(res[1:])
+        # variable lengths: torch's kernels take a packed batch
+        p = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        if isinstance(hx, tuple):
+            hx = tuple(h.index_select(1, p.sorted_indices) for h in hx)
+        else:
+            hx = hx.index_select(1, p.sorted_indices)
+        res = fn(p.data, p.batch_sizes, hx, *args)
+        out, _ = pad_packed_sequence(
+            PackedSequence(res[0], p.batch_sizes, p.sorted_indices, p.unsorted_indices), total_length=x.shape[0]
+        )
+        return out, tuple(h.index_select(1, p.unsorted_indices) for h in res[1:])
+
+    # ------------------------------------------------------------------ reference
+    def _forward_reference(self, x: Tensor, state: tuple[Tensor, ...], lengths, record: list | None = None):
+        T, B = x.shape[0], x.shape[1]
+        D = self.num_directions
+        mask = None
+        if lengths is not None and not bool((lengths == T).all()):
+            mask = (torch.arange(T, device=x.device)[:, None] < lengths.to(x.device)[None, :])  # (T, B)
+            mask = mask.unsqueeze(-1)  # (T, B, 1)
+        finals: list[list[Tensor]] = [[] for _ in range(self.num_states)]
+        layer_in = x
+        below_cells: list[Tensor | None] = [None] * D  # cell states of the layer below, per direction
+        for layer in range(self.num_layers):
+            outs, cell_seqs = [], []
+            for d in range(D):
+                k = layer * D + d
+                inp = layer_in if d == 0 else reverse_padded(layer_in, lengths)
+                s0 = tuple(s[k] for s in state)
+                rec = None
+                if record is not None:
+                    rec = {"layer": layer, "direction": d}
+                    record.append(rec)
+                out, final, cseq = self._run_direction(
+                    self.cells[k], self.cell_params(k), inp, s0, mask, below_cells[d], rec
+                )
+                if d == 1:
+                    out = reverse_padded(out, lengths)
+                    if rec is not None:
+                        for key, val in rec.items():
+                            if isinstance(val, Tensor) and val.dim() == 3:
+                                rec[key] = reverse_padded(val, lengths)
+                outs.append(out)
+                cell_seqs.append(cseq)
+                for j, s in enumerate(final):
+                    finals[j].append(s)
+            layer_out = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (T, B, D*H)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_out = torch.nn.functional.dropout(layer_out, self.dropout, True)
+            layer_in = layer_out
+            below_cells = cell_seqs
+        return layer_in, tuple(torch.stack(f, 0) for f in finals)
+
+    def _run_direction(self, cell: RecurrentCell, p, inp: Tensor, s0, mask, below, record):
+        """Run one direction of one layer. inp (T, B, I) in processing order."""
+        T = inp.shape[0]
+        xw = cell.input_projection(p, inp)  # (T, B, G*H): one GEMM for all steps
+        state = s0
+        hs, cs = [], []
+        steps: dict[str, list[Tensor]] = {}
+        want_cells = cell.num_states > 1
+        for t in range(T):
+            gates = {} if record is not None else None
+            h, new = cell.step(p, xw[t], state, t, None if below is None else below[t], gates)
+            if mask is not None:
+                m = mask[t]  # (B, 1)
+                new = tuple(torch.where(m, n, s) for n, s in zip(new, state))
+                h = h * m
+            state = new
+            hs.append(h)
+            if want_cells:
+                cs.append(state[1])
+            if gates is not None:
+                for key, val in gates.items():
+                    steps.setdefault(key, []).append(val if mask is None else val * mask[t])
+        out = torch.stack(hs, 0)  # (T, B, H)
+        cseq = torch.stack(cs, 0) if want_cells else None
+        if record is not None:
+            for key, vals in steps.items():
+                record[key] = torch.stack(vals, 0)
+            record["h"] = out
+            if cseq is not None:
+                record["c"] = cseq if mask is None else cseq * mask
+        return out, state, cseq
