@@ -3,3 +3,7 @@
 from .recurrent import Recurrent, reverse_padded
 
 __all__ = ["Recurrent", "reverse_padded"]
+
+from .grid import GridLSTM  # noqa: E402  (issue 9)
+
+__all__ += ["GridLSTM"]
