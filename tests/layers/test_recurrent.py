@@ -1,0 +1,176 @@
+"""Recurrent against torch's own modules, masking, packed input and bad input."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from recur_attn.cells import CELLS
+from recur_attn.layers import Recurrent
+
+TORCH_MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}
+
+
+def torch_twin(name, I, H, L, bi):
+    torch.manual_seed(1234)
+    return TORCH_MODULES[name](I, H, num_layers=L, bidirectional=bi, batch_first=True)
+
+
+def run_torch(ref, x, lengths, state):
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, st = ref(packed, state)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, st
+
+
+def as_tuple(s):
+    return s if isinstance(s, tuple) else (s,)
+
+
+@pytest.mark.parametrize(
+    "name,impl,L,bi",
+    [(n, i, L, b) for n, i, L, b in itertools.product(["lstm", "gru"], ["auto", "reference"], [1, 2], [False, True])]
+    + [("rnn_tanh", "reference", 2, True), ("rnn_tanh", "auto", 1, False)],
+)
+def test_matches_torch_module(name, impl, L, bi):
+    I, H, B, T = 5, 7, 4, 6
+    ref = torch_twin(name, I, H, L, bi)
+    rnn = Recurrent(name, I, H, num_layers=L, bidirectional=bi, batch_first=True, impl=impl)
+    rnn.load_state_dict(ref.state_dict(), strict=True)
+    assert rnn.active_impl == ("torch" if impl == "auto" else "reference")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, T, I, generator=g)
+    lengths = torch.tensor([6, 2, 4, 5])
+    D = 2 if bi else 1
+    s0 = tuple(torch.randn(L * D, B, H, generator=g) for _ in range(2 if name == "lstm" else 1))
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    o1, st1 = run_torch(ref, x1, lengths, s0 if name == "lstm" else s0[0])
+    o2, st2 = rnn(x2, s0 if name == "lstm" else s0[0], lengths=lengths)
+    torch.testing.assert_close(o2, o1, atol=1e-5, rtol=0)
+    for a, b in zip(as_tuple(st2), as_tuple(st1)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    w = torch.randn_like(o1)
+    loss1 = (o1 * w).sum() + sum((s ** 2).sum() for s in as_tuple(st1))
+    loss2 = (o2 * w).sum() + sum((s ** 2).sum() for s in as_tuple(st2))
+    loss1.backward()
+    loss2.backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=0)
+    ref_params = dict(ref.named_parameters())
+    for n, p in rnn.named_parameters():
+        torch.testing.assert_close(p.grad, ref_params[n].grad, atol=1e-5, rtol=0, msg=n)
+
+
+def test_state_dict_round_trip_both_ways():
+    for name, mod in (("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)):
+        rnn = Recurrent(name, 3, 5, num_layers=2, bidirectional=True)
+        ref = mod(3, 5, num_layers=2, bidirectional=True)
+        assert set(rnn.state_dict()) == set(ref.state_dict())
+        ref.load_state_dict(rnn.state_dict(), strict=True)
+        for k, v in rnn.state_dict().items():
+            assert v.shape == ref.state_dict()[k].shape
+
+
+def test_extra_parameters_get_their_own_names():
+    names = set(dict(Recurrent("vanilla", 3, 4, num_layers=2, bidirectional=True).named_parameters()))
+    assert {"weight_ph_l0", "weight_ph_l1_reverse", "weight_ih_l1", "bias_hh_l0_reverse"} <= names
+    names = set(dict(Recurrent("dglstm", 3, 4, num_layers=2).named_parameters()))
+    assert "weight_ld_l1" in names and "weight_ld_l0" not in names
+
+
+def test_packed_sequence_in_packed_out():
+    ref = torch_twin("lstm", 3, 4, 2, True)
+    for impl in ("auto", "reference"):
+        rnn = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True, batch_first=True, impl=impl)
+        rnn.load_state_dict(ref.state_dict())
+        x = torch.randn(3, 5, 3)
+        packed = pack_padded_sequence(x, torch.tensor([2, 5, 3]), batch_first=True, enforce_sorted=False)
+        o1, (h1, c1) = ref(packed)
+        o2, (h2, c2) = rnn(packed)
+        assert isinstance(o2, torch.nn.utils.rnn.PackedSequence)
+        torch.testing.assert_close(o2.data, o1.data, atol=1e-5, rtol=0)
+        assert torch.equal(o2.batch_sizes, o1.batch_sizes)
+        torch.testing.assert_close(h2, h1, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c2, c1, atol=1e-5, rtol=0)
+
+
+def cell_kwargs(name):
+    return {"num_modules": 2} if name == "clockwork" else {}
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_each_sequence_of_a_padded_batch_gives_what_it_gives_alone(name):
+    torch.manual_seed(0)
+    rnn = Recurrent(name, 3, 4, num_layers=2, bidirectional=True, batch_first=True, **cell_kwargs(name)).double()
+    lengths = torch.tensor([5, 2, 4])
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    x[1, 2:] = 100.0  # garbage in the padding must not leak
+    out, state = rnn(x, lengths=lengths)
+    state = as_tuple(state)
+    for b, n in enumerate(lengths.tolist()):
+        o_b, s_b = rnn(x[b:b + 1, :n])
+        torch.testing.assert_close(out[b, :n], o_b[0], atol=1e-10, rtol=0)
+        assert torch.all(out[b, n:] == 0)
+        for s, sb in zip(state, as_tuple(s_b)):
+            torch.testing.assert_close(s[:, b], sb[:, 0], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "fgr", "dglstm", "clockwork", "mut2"])
+def test_gradcheck_through_the_sequence(name):
+    torch.manual_seed(0)
+    rnn = Recurrent(name, 2, 2, num_layers=2, bidirectional=True, impl="reference", **cell_kwargs(name)).double()
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 2])
+    s0 = tuple(s.requires_grad_() for s in rnn.init_state(2, torch.float64, x.device))
+    s0 = tuple(torch.randn_like(s).requires_grad_() for s in s0)
+
+    def f(x, *s):
+        out, st = rnn(x, s if len(s) > 1 else s[0], lengths=lengths)
+        return (out,) + as_tuple(st)
+
+    assert torch.autograd.gradcheck(f, (x, *s0), eps=1e-6, atol=1e-5)
+
+
+def test_initial_state_is_used():
+    rnn = Recurrent("gru_cho", 3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3)
+    o1, _ = rnn(x)
+    o2, _ = rnn(x, torch.randn(2, 2, 4))
+    assert not torch.allclose(o1, o2)
+
+
+def test_dropout_between_layers_only_in_training():
+    rnn = Recurrent("vanilla", 3, 8, num_layers=2, dropout=0.5)
+    x = torch.randn(4, 2, 3)
+    rnn.train()
+    assert not torch.allclose(rnn(x)[0], rnn(x)[0])
+    rnn.eval()
+    torch.testing.assert_close(rnn(x)[0], rnn(x)[0])
+
+
+def test_unbatched_shapes_and_batch_first():
+    rnn = Recurrent("cifg", 3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    out, (h, c) = rnn(torch.randn(2, 7, 3))
+    assert out.shape == (2, 7, 8) and h.shape == c.shape == (4, 2, 4)
+    out, h = Recurrent("clockwork", 3, 8)(torch.randn(7, 2, 3))
+    assert out.shape == (7, 2, 8) and h.shape == (1, 2, 8)
+
+
+def test_bad_input_messages():
+    rnn = Recurrent("lstm", 3, 4, batch_first=True)
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, T, 3\), got \(2, 5, 4\)"):
+        rnn(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="expected a 3-D input"):
+        rnn(torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"expected state h of shape"):
+        rnn(torch.randn(2, 5, 3), (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)))
+    with pytest.raises(ValueError, match=r"state has 2 tensor"):
+        rnn(torch.randn(2, 5, 3), torch.zeros(1, 2, 4))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, T=5\]"):
+        rnn(torch.randn(2, 5, 3), lengths=torch.tensor([6, 2]))
+    with pytest.raises(ValueError, match="unknown cell 'lsmt'; valid names"):
+        Recurrent("lsmt", 3, 4)
+    with pytest.raises(ValueError, match="impl='torch' needs a cell torch implements"):
+        Recurrent("cifg", 3, 4, impl="torch")
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        Recurrent("lstm", 3, 4, num_layers=0)
