@@ -1,0 +1,6 @@
+"""LightningDataModules and datasets (see each module's docstring for its batch keys)."""
+
+from recur_attn.data.longlag import AddingDataModule as AddingDataModule
+from recur_attn.data.longlag import CopyDataModule as CopyDataModule
+from recur_attn.data.longlag import ParityDataModule as ParityDataModule
+from recur_attn.data.longlag import TemporalOrderDataModule as TemporalOrderDataModule
