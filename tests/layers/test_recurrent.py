@@ -174,3 +174,25 @@ def test_bad_input_messages():
         Recurrent("cifg", 3, 4, impl="torch")
     with pytest.raises(ValueError, match="num_layers must be a positive integer"):
         Recurrent("lstm", 3, 4, num_layers=0)
+
+
+@pytest.mark.parametrize("name", ["lstm", "cifg", "gru", "dglstm", "clockwork"])
+def test_recording_keeps_outputs_and_records_gates(name):
+    torch.manual_seed(0)
+    rnn = Recurrent(name, 3, 4, num_layers=2, bidirectional=True, batch_first=True, **cell_kwargs(name))
+    x = torch.randn(2, 5, 3)
+    lengths = torch.tensor([5, 3])
+    out, state = rnn(x, lengths=lengths)
+    with rnn.recording() as recs:
+        assert rnn.active_impl == "reference"
+        out2, state2 = rnn(x, lengths=lengths)
+    torch.testing.assert_close(out2, out, atol=1e-6, rtol=0)
+    assert len(recs) == 4 and [(r["layer"], r["direction"]) for r in recs] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for r in recs:
+        for g in rnn.cells[r["layer"] * 2 + r["direction"]].gate_names:
+            assert r[g].shape == (2, 5, 4)
+        assert torch.all(r["h"][1, 3:] == 0)
+    # the recorded hidden states are the layer's outputs, both directions
+    torch.testing.assert_close(torch.cat([recs[2]["h"], recs[3]["h"]], -1), out, atol=1e-6, rtol=0)
+    if name == "dglstm":
+        assert "d" in recs[2] and "d" not in recs[0]

@@ -22,7 +22,8 @@ Implementations (``impl``):
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, _VF, nn
@@ -106,6 +107,7 @@ class Recurrent(nn.Module):
         self.state_names = cells[0].state_names
         self.num_states = len(self.state_names)
         self.output_size = hidden_size * self.num_directions
+        self._records: list[dict] | None = None  # set while recording()
 
     # ------------------------------------------------------------------ helpers
     def cell_params(self, index: int) -> dict[str, Tensor]:
@@ -118,11 +120,31 @@ class Recurrent(nn.Module):
 
     @property
     def uses_torch_kernel(self) -> bool:
-        return self.impl in ("auto", "torch") and self.cell_name in TORCH_FUSED
+        return self._records is None and self.impl in ("auto", "torch") and self.cell_name in TORCH_FUSED
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[dict]]:
+        """Record gate activations and states of every forward inside the block.
+
+        Yields a list that each forward extends with one dict per (layer,
+        direction) -- ``{"layer", "direction", <gate>: (B, T, H) ..., "h": (B, T, H),
+        "c": (B, T, H)}`` (time-major when batch_first is False), positions past a
+        sequence's length zeroed. Outputs are unchanged; recording runs the
+        reference path, so it costs nothing when off.
+        """
+        if self._records is not None:
+            raise RuntimeError("Recurrent.recording() blocks cannot be nested")
+        self._records = []
+        try:
+            yield self._records
+        finally:
+            self._records = None
 
     @property
     def active_impl(self) -> str:
         """The implementation the next forward will use."""
+        if self._records is not None:
+            return "reference"
         return "torch" if self.uses_torch_kernel else "reference"
 
     def extra_repr(self) -> str:
@@ -215,7 +237,15 @@ class Recurrent(nn.Module):
         else:
             state = self._check_state(state, B)
 
-        if self.uses_torch_kernel:
+        if self._records is not None:
+            recs: list[dict] = []
+            out, new_state = self._forward_reference(x, state, lengths, record=recs)
+            for rec in recs:
+                for key, val in rec.items():
+                    if isinstance(val, Tensor) and self.batch_first:
+                        rec[key] = val.transpose(0, 1)
+            self._records.extend(recs)
+        elif self.uses_torch_kernel:
             out, new_state = self._forward_torch(x, state, lengths)
         else:
             out, new_state = self._forward_reference(x, state, lengths)
