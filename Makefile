@@ -16,7 +16,6 @@ help:
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH_PINS)
 	$(PIP) install -e '.[dev]'
 	touch $(STAMP)
