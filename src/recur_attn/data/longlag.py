@@ -37,6 +37,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
+from recur_attn.data.resumable import ResumableDataLoader
+
 __all__ = [
     "AddingDataModule",
     "CopyDataModule",
@@ -156,7 +158,9 @@ class _SyntheticDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() before {split}_dataloader()")
-        return DataLoader(
+        # the shuffled training loader resumes mid-epoch at the exact batch (data/resumable.py)
+        loader_cls = ResumableDataLoader if shuffle else DataLoader
+        return loader_cls(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
