@@ -1,0 +1,6 @@
+"""LightningModules: loss, metrics and logging for one family of jobs."""
+
+from recur_attn.tasks.base import BaseTask
+from recur_attn.tasks.sequence import SequenceTask
+
+__all__ = ["BaseTask", "SequenceTask"]
