@@ -25,7 +25,6 @@ import io
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,8 +142,9 @@ def load_checkpoint(path: str | os.PathLike | io.BytesIO, map_location: Any = "c
                 f"torch.load(..., weights_only=False) and re-save its tensors."
             ) from None
         raise CorruptCheckpointError(f"checkpoint {name} is not a readable torch checkpoint: {msg.splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
-            TypeError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's readers raise RuntimeError, EOFError, struct.error, ...
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise CorruptCheckpointError(
             f"checkpoint {name} is truncated or corrupt (not a readable torch checkpoint): "
