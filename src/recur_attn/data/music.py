@@ -92,6 +92,8 @@ def load_jsb_json(path: str | Path) -> dict[str, list[Tensor]]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 JSON ({e.reason} at byte {e.start})") from None
     if not isinstance(raw, dict) or not all(s in raw for s in SPLITS):
         keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"{path}: expected an object with keys {list(SPLITS)}, got {keys}")
