@@ -4,3 +4,6 @@ from recur_attn.data.longlag import AddingDataModule as AddingDataModule
 from recur_attn.data.longlag import CopyDataModule as CopyDataModule
 from recur_attn.data.longlag import ParityDataModule as ParityDataModule
 from recur_attn.data.longlag import TemporalOrderDataModule as TemporalOrderDataModule
+from recur_attn.data.dates import DatesDataModule as DatesDataModule  # noqa: E402
+from recur_attn.data.translation import BibleDataModule as BibleDataModule  # noqa: E402
+from recur_attn.data.translation import TSVPairsDataModule as TSVPairsDataModule  # noqa: E402

@@ -7,3 +7,6 @@ __all__ = ["Recurrent", "reverse_padded"]
 from .grid import GridLSTM  # noqa: E402  (issue 9)
 
 __all__ += ["GridLSTM"]
+from .attention import AdditiveAttention, MultiplicativeAttention, masked_softmax  # noqa: E402
+
+__all__ += ["AdditiveAttention", "MultiplicativeAttention", "masked_softmax"]

@@ -3,3 +3,6 @@
 from recur_attn.models.sequence import SequenceModel
 
 __all__ = ["SequenceModel"]
+from recur_attn.models.seq2seq import Seq2Seq  # noqa: E402
+
+__all__ += ["Seq2Seq"]

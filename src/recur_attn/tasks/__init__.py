@@ -4,3 +4,6 @@ from recur_attn.tasks.base import BaseTask
 from recur_attn.tasks.sequence import SequenceTask
 
 __all__ = ["BaseTask", "SequenceTask"]
+from recur_attn.tasks.seq2seq import Seq2SeqTask  # noqa: E402
+
+__all__ += ["Seq2SeqTask"]
