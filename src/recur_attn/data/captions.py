@@ -146,12 +146,16 @@ def scene_captions(objects: Sequence[dict]) -> list[list[str]]:
 
 
 def make_scene(rng: np.random.Generator, image_size: int = 64, min_objects: int = 1, max_objects: int = 3,
-               radius: tuple[float, float] = (6.0, 10.0), margin: float = 4.0) -> tuple[np.ndarray, list[dict]]:
+               radius: tuple[float, float] | None = None, margin: float | None = None
+               ) -> tuple[np.ndarray, list[dict]]:
     """One scene: black background, 1..3 objects of distinct (colour, shape),
     no overlap, and for every pair |dx| and |dy| of the centres differing by at
     least ``margin`` pixels (so "above"/"left of" is never a close call).
+    ``radius`` (min, max) and ``margin`` default to 6-10 and 4 pixels at 64 px, scaled.
     Returns (image uint8 (S, S, 3), objects with colour, shape, cx, cy, box)."""
     S = image_size
+    radius = radius or (S * 6 / 64, S * 10 / 64)  # defaults scale with the image: 6-10 px at 64
+    margin = S / 16 if margin is None else margin
     n = int(rng.integers(min_objects, max_objects + 1))
     combos = [(c, s) for c in COLOURS for s in SHAPES]
     for _ in range(1000):
@@ -352,12 +356,16 @@ def read_karpathy_json(path: Path) -> list[dict[str, Any]]:
             f"https://cs.stanford.edu/people/karpathy/deepimagesent/ with the Flickr8k images in the image "
             f"folder), or run scripts/prepare_emoji_captions.py for the emoji set; nothing is downloaded.")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 JSON ({err.reason} at byte {err.start})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{path}: expected an object with an 'images' list (Karpathy split format)")
     for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict):
+            raise ValueError(f"{path}: images[{k}] must be an object, got {type(im).__name__}")
         missing = [key for key in ("filename", "split", "sentences") if key not in im]
         if missing:
             raise ValueError(f"{path}: images[{k}] lacks {missing}")
@@ -371,17 +379,24 @@ def read_karpathy_json(path: Path) -> list[dict[str, Any]]:
 
 def load_image(path: Path, size: int) -> torch.Tensor:
     """Decode with PIL, flatten transparency onto white, resize to size x size:
-    uint8 (3, size, size). Raises OSError/ValueError when it cannot decode."""
+    uint8 (3, size, size). A missing file is a FileNotFoundError, an undecodable one a
+    ValueError naming it."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8).copy()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8).copy()
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, zlib/struct errors...
+        raise ValueError(f"{path}: cannot decode the image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
