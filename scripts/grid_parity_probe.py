@@ -36,7 +36,13 @@ def main() -> None:
     ap.add_argument("--every-layer", action="store_true")
     ap.add_argument("--forget-bias", type=float, default=None)
     ap.add_argument("--init-scale", type=float, default=1.0, help="multiply all initial weights")
+    ap.add_argument("--scale-what", default="all", choices=["all", "proj", "block", "head"],
+                    help="which parameters --init-scale multiplies")
     ap.add_argument("--match-params", type=int, default=0, help="FF nets: parameter count to match")
+    ap.add_argument("--sym-init", type=float, default=0.0,
+                    help="grid: input projection rows start all-equal, a_j ~ U(-c, c) (c = this value)")
+    ap.add_argument("--train-dist", default="uniform", choices=["uniform", "count"],
+                    help="count: the number of ones is uniform in 0..k (tests always use uniform strings)")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -53,15 +59,30 @@ def main() -> None:
         net = FeedForwardNet(a.k, 2, depth=a.depth, activation=a.model, **kw)
     if a.init_scale != 1.0:
         with torch.no_grad():
-            for p in net.parameters():
+            if a.scale_what == "all":
+                params = list(net.parameters())
+            else:
+                params = list(getattr(net, a.scale_what if a.model == "grid" else "layers").parameters())
+            for p in params:
                 p.mul_(a.init_scale)
+    if a.sym_init:
+        first = net.proj if a.model == "grid" else net.layers[0]
+        with torch.no_grad():
+            a_j = torch.empty(first.out_features, 1).uniform_(-a.sym_init, a.sym_init)
+            first.weight.copy_(a_j.expand(-1, a.k))
+            first.bias.uniform_(-a.sym_init * a.k / 2, a.sym_init * a.k / 2)
     opt = {"adam": lambda: torch.optim.Adam(net.parameters(), lr=a.lr),
            "rmsprop": lambda: torch.optim.RMSprop(net.parameters(), lr=a.lr),
            "sgd": lambda: torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9)}[a.opt]()
     g = torch.Generator().manual_seed(1000 + a.seed)
 
-    def sample(n):
-        bits = torch.randint(0, 2, (n, a.k), generator=g)
+    def sample(n, dist="uniform"):
+        if dist == "count":
+            ones = torch.randint(0, a.k + 1, (n, 1), generator=g)
+            ranks = torch.rand(n, a.k, generator=g).argsort(1).argsort(1)
+            bits = (ranks < ones).long()
+        else:
+            bits = torch.randint(0, 2, (n, a.k), generator=g)
         x = bits.float() if a.encoding == "01" else bits.float() * 2 - 1
         return x, bits.sum(1) % 2
 
@@ -70,7 +91,7 @@ def main() -> None:
     step, acc, best, solved_at = 0, 0.0, 0.0, None
     curve = []
     while time.time() - t0 < a.budget:
-        x, y = sample(a.batch)
+        x, y = sample(a.batch, a.train_dist)
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()

@@ -59,13 +59,19 @@ class GridLSTM1D(nn.Module):
     With ``input_every_layer=True`` the block also reads x at every layer,
     (h_l, m_l) = LSTM_l([x; h_{l-1}], m_{l-1}).
 
+    ``init_scale`` multiplies every initial weight and bias (of the projection,
+    the blocks and the head) after the usual U(-1/sqrt(H), 1/sqrt(H)) init. On
+    k-bit parity this is what decides whether training leaves the chance
+    plateau (see docs/grid_lstm.md).
+
     x (B, input_size) -> logits (B, output_size). ``lengths`` is accepted and
     ignored so that the model fits the sequence tasks' call ``model(x, lengths)``.
     """
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 64, depth: int = 6,
                  tied: bool = True, input_activation: str = "identity", init_memory: str = "zeros",
-                 input_every_layer: bool = False, forget_bias: float | None = None) -> None:
+                 input_every_layer: bool = False, forget_bias: float | None = None,
+                 init_scale: float = 1.0) -> None:
         super().__init__()
         self.input_size = _check_pos("input_size", input_size)
         self.output_size = _check_pos("output_size", output_size)
@@ -80,6 +86,22 @@ class GridLSTM1D(nn.Module):
         self.block = GridLSTM(1, hidden_size, input_size=input_size if input_every_layer else 0,
                               tied=self.tied, grid_size=depth, forget_bias=forget_bias)
         self.head = nn.Linear(hidden_size, output_size)
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        self.init_scale = float(init_scale)
+        if self.init_scale != 1.0:
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.mul_(self.init_scale)
+
+    @staticmethod
+    def param_count(input_size: int, output_size: int, hidden_size: int, depth: int = 1, tied: bool = True,
+                    init_memory: str = "zeros", input_every_layer: bool = False) -> int:
+        """Parameters of a GridLSTM1D with these settings (without building it)."""
+        H = hidden_size
+        proj = (input_size + 1) * H * (2 if init_memory == "input" else 1)
+        block = 4 * H * (H + (input_size if input_every_layer else 0) + 1) * (1 if tied else depth)
+        return proj + block + (H + 1) * output_size
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.input_size:
@@ -97,25 +119,39 @@ class FeedForwardNet(nn.Module):
 
         h_0 = x;  h_l = a(W_l h_{l-1} + b_l), l = 1..depth;  y = W_out h_depth + b_out
 
-    Give ``hidden_size``, or ``num_params`` to pick the largest width whose
-    parameter count does not exceed it (for comparisons at equal size).
+    Give one of ``hidden_size``; ``num_params``, to pick the largest width whose
+    parameter count does not exceed it; or ``grid_hidden_size``, to match the
+    parameter count of a tied :class:`GridLSTM1D` of that hidden size on the same
+    input and output (the parity baselines). ``init_scale`` multiplies every
+    initial weight and bias, as in :class:`GridLSTM1D`.
     """
 
     def __init__(self, input_size: int, output_size: int, depth: int = 6, activation: str = "tanh",
-                 hidden_size: int | None = None, num_params: int | None = None) -> None:
+                 hidden_size: int | None = None, num_params: int | None = None,
+                 grid_hidden_size: int | None = None, init_scale: float = 1.0) -> None:
         super().__init__()
         self.input_size = _check_pos("input_size", input_size)
         self.output_size = _check_pos("output_size", output_size)
         self.depth = _check_pos("depth", depth)
         self.activation = _check_choice("activation", activation, ("tanh", "relu"))
-        if (hidden_size is None) == (num_params is None):
-            raise ValueError("FeedForwardNet: give exactly one of hidden_size and num_params")
+        if sum(v is not None for v in (hidden_size, num_params, grid_hidden_size)) != 1:
+            raise ValueError("FeedForwardNet: give exactly one of hidden_size, num_params and grid_hidden_size")
+        if grid_hidden_size is not None:
+            num_params = GridLSTM1D.param_count(input_size, output_size,
+                                                _check_pos("grid_hidden_size", grid_hidden_size))
         if num_params is not None:
             hidden_size = self.width_for_params(_check_pos("num_params", num_params), input_size, output_size, depth)
         self.hidden_size = _check_pos("hidden_size", hidden_size)
         sizes = [input_size] + [self.hidden_size] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(self.hidden_size, output_size)
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        self.init_scale = float(init_scale)
+        if self.init_scale != 1.0:
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.mul_(self.init_scale)
 
     @staticmethod
     def param_count(width: int, input_size: int, output_size: int, depth: int) -> int:
@@ -289,7 +325,7 @@ class GridLSTM3D(nn.Module):
         super().__init__()
         hgt, wid = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.image_size = (_check_pos("image height", hgt), _check_pos("image width", wid))
-        self.num_classes = _check_pos("num_classes", num_classes)
+        self.num_classes = self.output_size = _check_pos("num_classes", num_classes)
         self.channels = _check_pos("channels", channels)
         self.patch_size = _check_pos("patch_size", patch_size)
         if hgt % patch_size or wid % patch_size:
