@@ -7,3 +7,6 @@ from recur_attn.data.longlag import TemporalOrderDataModule as TemporalOrderData
 from recur_attn.data.dates import DatesDataModule as DatesDataModule  # noqa: E402
 from recur_attn.data.translation import BibleDataModule as BibleDataModule  # noqa: E402
 from recur_attn.data.translation import TSVPairsDataModule as TSVPairsDataModule  # noqa: E402
+from recur_attn.data.digits import DigitsDataModule as DigitsDataModule  # noqa: E402
+from recur_attn.data.fashion_mnist import FashionMNISTDataModule as FashionMNISTDataModule  # noqa: E402
+from recur_attn.data.addition import AdditionDataModule as AdditionDataModule  # noqa: E402

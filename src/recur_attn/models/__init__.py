@@ -6,3 +6,6 @@ __all__ = ["SequenceModel"]
 from recur_attn.models.seq2seq import Seq2Seq  # noqa: E402
 
 __all__ += ["Seq2Seq"]
+from recur_attn.models.grid import FeedForwardNet, GridLSTM1D, GridLSTM2D, GridLSTM3D, GridSequenceModel  # noqa: E402
+
+__all__ += ["FeedForwardNet", "GridLSTM1D", "GridLSTM2D", "GridLSTM3D", "GridSequenceModel"]
