@@ -17,7 +17,13 @@ Implementations (``impl``):
     plain, obviously-correct definition every faster path is checked against.
   * ``"torch"``: torch's own fused kernel (cuDNN on GPU) -- only for ``lstm``,
     ``gru``, ``rnn_tanh`` and ``rnn_relu``, which torch implements.
-  * ``"auto"`` (default): the fastest implementation the cell has.
+  * ``"fused"``: the project's whole-sequence kernels (:mod:`.fast`): one GEMM
+    for the input projections, one fused recurrent GEMM per step, a
+    hand-written backward -- every cell of the zoo (clockwork: periods that
+    form a divisibility chain, as the default 2^k).
+  * ``"auto"`` (default): the fastest implementation the cell has: "torch"
+    for the four cells torch implements, else "fused" where the cell has a
+    kernel, else "reference". ``active_impl`` says which one runs.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import RecurrentCell, build_cell, check_cell_name
 from ..cells.base import check_size
+from .fast import forward_fused
+from .fast import supports as fused_supports
 
 #: cells torch runs with its own fused kernels, and the _VF entry for each
 TORCH_FUSED = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
-IMPLS = ("auto", "torch", "reference")
+IMPLS = ("auto", "torch", "fused", "reference")
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -104,6 +112,9 @@ class Recurrent(nn.Module):
                 c._suffix = suffix
                 cells.append(c)
         self.cells = nn.ModuleList(cells)
+        self._fused_unsupported = next((r for r in map(fused_supports, cells) if r is not None), None)
+        if impl == "fused" and self._fused_unsupported is not None:
+            raise ValueError(f"impl='fused' is not available for cell {cell!r}: {self._fused_unsupported}")
         self.state_names = cells[0].state_names
         self.num_states = len(self.state_names)
         self.output_size = hidden_size * self.num_directions
@@ -145,7 +156,15 @@ class Recurrent(nn.Module):
         """The implementation the next forward will use."""
         if self._records is not None:
             return "reference"
-        return "torch" if self.uses_torch_kernel else "reference"
+        if self.uses_torch_kernel:
+            return "torch"
+        return "fused" if self.uses_fused_kernel else "reference"
+
+    @property
+    def uses_fused_kernel(self) -> bool:
+        if self._records is not None or self.uses_torch_kernel:
+            return False
+        return self.impl == "fused" or (self.impl == "auto" and self._fused_unsupported is None)
 
     def extra_repr(self) -> str:
         s = f"{self.cell_name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -247,6 +266,8 @@ class Recurrent(nn.Module):
             self._records.extend(recs)
         elif self.uses_torch_kernel:
             out, new_state = self._forward_torch(x, state, lengths)
+        elif self.uses_fused_kernel:
+            out, new_state = forward_fused(self, x, state, lengths)
         else:
             out, new_state = self._forward_reference(x, state, lengths)
 

@@ -1,0 +1,252 @@
+"""Run a whole :class:`~recur_attn.layers.Recurrent` with the fused kernels.
+
+Layers, directions, dropout between layers and padded batches are handled
+here exactly as the reference loop does; each (layer, direction) is one call
+of a family kernel. A padded batch is sorted by length once (longest first)
+so that the kernels can work on the leading ``batch_sizes[t]`` rows of each
+step (no per-step masking), and the outputs and final states are put back in
+the caller's order at the end.
+
+Under autocast the input projection runs in the autocast dtype (e.g. bf16)
+and the recurrence runs in that same dtype: weights and states are cast once
+per call (autograd carries the casts' gradients back in float32).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.functional import linear
+
+from ...cells import ClockworkCell, DepthGatedLSTMCell, ElmanCell, GRUCell, LSTMCell, MUTCell, RecurrentCell
+from .gru import GRUAfterSequence, GRUBeforeConfig, GRUBeforeSequence, gru_after_forward, gru_before_forward
+from .lstm import LSTMConfig, LSTMSequence, lstm_forward, lstm_outputs
+from .rnn import ElmanSequence, elman_forward, tick_units
+
+#: every cell name of the zoo has a fused kernel (clockwork: periods forming a divisibility chain)
+FUSED_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg",
+               "fgr", "gru", "gru_cho", "mut1", "mut2", "mut3", "clockwork", "dglstm")
+
+
+def supports(cell: RecurrentCell) -> str | None:
+    """None if ``cell`` has a fused kernel, else the reason why not."""
+    if isinstance(cell, ClockworkCell):
+        if tick_units(cell.periods, cell.module_size, 1) is None:
+            return (f"clockwork periods {cell.periods} do not form a divisibility chain (each period dividing "
+                    f"the next), so the ticking modules are not a prefix")
+        return None
+    if isinstance(cell, (LSTMCell, DepthGatedLSTMCell, GRUCell, MUTCell, ElmanCell)):
+        return None
+    return f"no fused kernel for {type(cell).__name__}"
+
+
+def _block_rows(order_idx: list[int], H: int, device) -> Tensor:
+    return torch.cat([torch.arange(k * H, (k + 1) * H, device=device) for k in order_idx])
+
+
+def _perm(cell: RecurrentCell, key: str, order_idx: list[int], H: int, device) -> Tensor:
+    cache = cell.__dict__.setdefault("_fused_perm_cache", {})
+    k = (key, str(device))
+    if k not in cache:
+        cache[k] = _block_rows(order_idx, H, device)
+    return cache[k]
+
+
+def _cast(t: Tensor | None, dt: torch.dtype) -> Tensor | None:
+    return t if t is None or t.dtype == dt else t.to(dt)
+
+
+# ------------------------------------------------------------------ LSTM family
+def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
+    H = cell.hidden_size
+    dev = inp.device
+    depth = isinstance(cell, DepthGatedLSTMCell)
+    if depth:
+        blocks = ("i", "f", "g", "o")
+        cfg = LSTMConfig(H, depth=cell.has_below)
+    else:
+        spec = cell.spec
+        blocks = cell.blocks
+        cfg = LSTMConfig(H, spec.input_gate, spec.forget_gate, spec.output_gate, spec.input_activation,
+                         spec.output_activation, spec.peepholes, spec.coupled, spec.full_gate_recurrence)
+    order_idx = [blocks.index(n) for n in cfg.order]
+    GH = len(order_idx) * H
+    if cfg.depth:
+        rows_ih = _perm(cell, "ih", order_idx + [4], H, dev)
+        bias = p["bias_ih"] + torch.cat([p["bias_hh"], p["bias_hh"].new_zeros(H)])
+    else:
+        rows_ih = _perm(cell, "ih", order_idx, H, dev)
+        bias = p["bias_ih"] + p["bias_hh"]
+    rows_hh = _perm(cell, "hh", order_idx, H, dev)
+    xw_all = linear(inp, p["weight_ih"].index_select(0, rows_ih), bias.index_select(0, rows_ih))  # (T, B, G*H[+H])
+    dt = xw_all.dtype
+    xw = xw_all[..., :GH] if cfg.depth else xw_all
+    xd = xw_all[..., GH:] if cfg.depth else None
+    whh = _cast(p["weight_hh"].index_select(0, rows_hh), dt)
+    wgh = a0 = None
+    gated_order = None
+    if cfg.fgr:
+        gated_order = [cell.gated.index(n) for n in cfg.order[:-1]]  # weight_gh blocks follow cell.gated (i, f, o)
+        r3 = _perm(cell, "gh", gated_order, H, dev)
+        wgh = _cast(p["weight_gh"].index_select(0, r3).index_select(1, r3), dt)
+        a0 = _cast(s0[2].index_select(1, r3), dt)
+    p_if = p_o = None
+    if cfg.peepholes:
+        wph = _cast(p["weight_ph"], dt)  # rows follow cell.gated: (i, f) present ones, then o
+        k = cfg.peep_if
+        p_if = wph[:k] if k else None
+        p_o = wph[k] if cfg.output_gate else None
+    w_cd = w_ld = None
+    if cfg.depth:
+        w_cd, w_ld = _cast(p["weight_cd"], dt), _cast(p["weight_ld"], dt)
+        below = _cast(below, dt)
+    else:
+        below = None
+    h0, c0 = _cast(s0[0], dt), _cast(s0[1], dt)
+    args = (xw, whh, wgh, p_if, p_o, xd, w_cd, w_ld, below, h0, c0, a0)
+    with torch.autocast(dev.type, enabled=False):
+        if torch.is_grad_enabled():
+            outs = LSTMSequence.apply(cfg, bs, lengths, *args, want_cseq)
+        else:
+            res = lstm_forward(cfg, bs, *args, save=False, want_cseq=want_cseq)
+            outs = lstm_outputs(cfg, res, lengths, xw.shape[0], want_cseq)
+    out, hT, cT = outs[0], outs[1], outs[2]
+    finals = [hT, cT]
+    if cfg.fgr:
+        inv = torch.argsort(torch.as_tensor(gated_order)).tolist()
+        finals.append(outs[3].index_select(1, _perm(cell, "gh_inv", inv, H, dev)))
+    cseq = outs[-1] if want_cseq else None
+    return out, tuple(finals), cseq
+
+
+# ------------------------------------------------------------------ GRU family
+def _run_gru(cell, p, inp, s0, bs, lengths):
+    H = cell.hidden_size
+    grad = torch.is_grad_enabled()
+    dev = inp.device
+    if isinstance(cell, GRUCell) and cell.reset_after:
+        xw = linear(inp, p["weight_ih"], p["bias_ih"])  # (T, B, 3H)
+        dt = xw.dtype
+        whh, bhh, h0 = _cast(p["weight_hh"], dt), _cast(p["bias_hh"], dt), _cast(s0[0], dt)
+        with torch.autocast(dev.type, enabled=False):
+            if grad:
+                out, hT = GRUAfterSequence.apply(bs, lengths, xw, whh, bhh, h0)
+            else:
+                out = gru_after_forward(bs, xw, whh, bhh, h0, save=False)["H"]
+                hT = _final(out, lengths)
+        return out, (hT,), None
+    if isinstance(cell, GRUCell):  # Cho's form
+        xw = linear(inp, p["weight_ih"], p["bias_ih"] + p["bias_hh"])
+        w1, wz, wn = p["weight_hh"][: 2 * H], None, p["weight_hh"][2 * H:]
+        cfg = GRUBeforeConfig(H, "h", keep_z=True)
+    else:
+        W = dict(zip(cell.hh_blocks, p["weight_hh"].split(H, dim=0)))
+        b = dict(zip(cell.hh_blocks, p["bias_hh"].split(H, dim=0)))
+        zero = p["bias_hh"].new_zeros(H)
+        fold = torch.cat([b.get("r", zero), b.get("z", zero), b["n"]])
+        xw = cell.input_projection(p, inp) + fold  # (T, B, 3H) [r, z, n], every bias in
+        wn = W["n"]
+        if cell.name == "mut1":
+            w1, wz, zf = W["r"], None, "none"
+        elif cell.name == "mut2":
+            w1, wz, zf = p["weight_hh"][: 2 * H], None, "h"
+        else:
+            w1, wz, zf = W["r"], W["z"], "tanh_h"
+        cfg = GRUBeforeConfig(H, zf, keep_z=False)
+    dt = xw.dtype
+    w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)
+    with torch.autocast(dev.type, enabled=False):
+        if grad:
+            out, hT = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0)
+        else:
+            out = gru_before_forward(cfg, bs, xw, w1, wz, wn, h0, save=False)["H"]
+            hT = _final(out, lengths)
+    return out, (hT,), None
+
+
+def _final(out: Tensor, lengths: Tensor | None) -> Tensor:
+    if lengths is None:
+        return out[-1].clone()
+    return out[lengths.to(out.device) - 1, torch.arange(out.shape[1], device=out.device)]
+
+
+# ------------------------------------------------------------------ Elman / clockwork
+def _run_elman(cell, p, inp, s0, bs, lengths):
+    T = inp.shape[0]
+    dev = inp.device
+    xw = linear(inp, p["weight_ih"], p["bias_ih"] + p["bias_hh"])  # (T, B, H)
+    dt = xw.dtype
+    if isinstance(cell, ClockworkCell):
+        whh = p["weight_hh"] * cell.hh_mask.to(device=dev, dtype=p["weight_hh"].dtype)
+        units = tick_units(cell.periods, cell.module_size, T)
+        relu, periods, msize = False, cell.periods, cell.module_size
+    else:
+        whh, units, relu, periods, msize = p["weight_hh"], None, cell.nonlinearity == "relu", None, None
+    whh, h0 = _cast(whh, dt), _cast(s0[0], dt)
+    with torch.autocast(dev.type, enabled=False):
+        if torch.is_grad_enabled():
+            out, hT = ElmanSequence.apply(bs, lengths, relu, units, periods, msize, xw, whh, h0)
+        else:
+            out = elman_forward(bs, xw, whh, h0, relu, units)
+            hT = _final(out, lengths)
+    return out, (hT,), None
+
+
+def _run_direction(cell, p, inp, s0, bs, lengths, below, want_cseq):
+    if isinstance(cell, (LSTMCell, DepthGatedLSTMCell)):
+        return _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq)
+    if isinstance(cell, (GRUCell, MUTCell)):
+        return _run_gru(cell, p, inp, s0, bs, lengths)
+    if isinstance(cell, (ElmanCell, ClockworkCell)):
+        return _run_elman(cell, p, inp, s0, bs, lengths)
+    raise ValueError(f"no fused kernel for {type(cell).__name__}")
+
+
+# ------------------------------------------------------------------ whole stack
+def forward_fused(rnn, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None):
+    """Same contract as ``Recurrent._forward_reference``: x (T, B, I) -> (out (T, B, D*H), state tuple)."""
+    from ..recurrent import reverse_padded  # here: recurrent.py imports this package
+
+    T, B = x.shape[0], x.shape[1]
+    D = rnn.num_directions
+    bs = order = None
+    if lengths is not None and bool((lengths == T).all()):
+        lengths = None
+    if lengths is not None:
+        lengths_cpu = lengths.cpu()
+        sorted_len, order = torch.sort(lengths_cpu, descending=True, stable=True)
+        bs = (sorted_len[None, :] > torch.arange(T)[:, None]).sum(1).tolist()
+        order_dev = order.to(x.device)
+        x = x.index_select(1, order_dev)
+        state = tuple(s.index_select(1, order_dev) for s in state)
+        lengths = sorted_len.to(x.device)
+    dglstm = isinstance(rnn.cells[0], DepthGatedLSTMCell)
+    finals: list[list[Tensor]] = [[] for _ in range(rnn.num_states)]
+    layer_in = x
+    below_cells: list[Tensor | None] = [None] * D
+    for layer in range(rnn.num_layers):
+        outs, cseqs = [], []
+        want_cseq = dglstm and layer < rnn.num_layers - 1
+        for d in range(D):
+            k = layer * D + d
+            inp = layer_in if d == 0 else reverse_padded(layer_in, lengths)
+            s0 = tuple(s[k] for s in state)
+            out, fin, cseq = _run_direction(rnn.cells[k], rnn.cell_params(k), inp, s0, bs, lengths,
+                                            below_cells[d], want_cseq)
+            if d == 1:
+                out = reverse_padded(out, lengths)
+            outs.append(out)
+            cseqs.append(cseq)
+            for j, s in enumerate(fin):
+                finals[j].append(s)
+        layer_out = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (T, B, D*H)
+        if rnn.dropout and rnn.training and layer < rnn.num_layers - 1:
+            layer_out = torch.nn.functional.dropout(layer_out, rnn.dropout, True)
+        layer_in = layer_out
+        below_cells = cseqs
+    new_state = tuple(torch.stack(f, 0) for f in finals)
+    if order is not None:
+        inv = torch.argsort(order).to(x.device)
+        layer_in = layer_in.index_select(1, inv)
+        new_state = tuple(s.index_select(1, inv) for s in new_state)
+    return layer_in, new_state

@@ -1,0 +1,263 @@
+"""Whole-sequence kernels for the GRU family (``gru``, ``gru_cho``, ``mut1-3``).
+
+Same scheme as :mod:`.lstm`: the caller makes the input projection of all
+steps (one GEMM), the kernel runs the recurrence with preallocated buffers and
+a hand-written backward that overwrites the saved activations with the
+pre-activation gradients and computes the recurrent weight gradients with one
+GEMM per matrix after the loop; padded batches are length-sorted and each
+step works on its leading ``batch_sizes[t]`` rows. Equations: see
+:mod:`recur_attn.cells.gru`.
+
+Two kernels:
+
+* :class:`GRUAfterSequence` -- nn.GRU's form (reset after the matmul): one
+  fused 3H recurrent GEMM per step, ``gh = W_hh h + b_hh``;
+* :class:`GRUBeforeSequence` -- reset before the matmul (``gru_cho``, MUT1-3):
+  per step a GEMM for the gates that read h (r, and z for gru_cho/MUT2; z
+  reads tanh(h) in MUT3 and nothing in MUT1), then one H x H GEMM on r * h.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .common import stash, take
+
+
+def _finals(Hout: Tensor, lengths: Tensor | None) -> Tensor:
+    T = Hout.shape[0]
+    if lengths is None:
+        return Hout[T - 1].clone()
+    idx = lengths.to(Hout.device) - 1
+    return Hout[idx, torch.arange(Hout.shape[1], device=Hout.device)]
+
+
+def _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt):
+    DH = torch.zeros(T, B, H, device=dev, dtype=dt) if dout is None else dout.clone()
+    if dhT is not None:
+        if lengths is None:
+            DH[T - 1] += dhT
+        else:
+            DH.index_put_((lengths.to(dev) - 1, torch.arange(B, device=dev)), dhT, accumulate=True)
+    return DH
+
+
+# ============================================================ nn.GRU's form
+def gru_after_forward(bs, xw, whh, bhh, h0, save: bool):
+    """xw (T, B, 3H) = W_ih x + b_ih; whh (3H, H); bhh (3H,): gh = W_hh h + b_hh as nn.GRU."""
+    T, B, H3 = xw.shape
+    H = H3 // 3
+    dev, dt = xw.device, xw.dtype
+    alloc = torch.zeros if bs is not None else torch.empty
+    A = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
+    GH = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
+    Hout = alloc(T, B, H, device=dev, dtype=dt)
+    whh_t = whh.t()
+    h_prev = h0
+    for t in range(T):
+        b = B if bs is None else bs[t]
+        a = A[t, :b] if save else A[:b]
+        gh = GH[t, :b] if save else GH[:b]
+        hp = h_prev[:b]
+        torch.addmm(bhh, hp, whh_t, out=gh)  # (b, 3H)
+        x = xw[t, :b]
+        torch.add(x[:, :2 * H], gh[:, :2 * H], out=a[:, :2 * H]).sigmoid_()  # r, z
+        n = a[:, 2 * H:]
+        torch.addcmul(x[:, 2 * H:], a[:, :H], gh[:, 2 * H:], out=n).tanh_()
+        h = Hout[t, :b]
+        torch.sub(hp, n, out=h)
+        h.mul_(a[:, H:2 * H]).add_(n)  # h = n + z (h_prev - n)
+        h_prev = Hout[t]
+    return {"A": A, "GH": GH, "H": Hout, "h0": h0}
+
+
+class GRUAfterSequence(torch.autograd.Function):
+    """nn.GRU's recurrence over a whole sequence; hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, bs, lengths, xw, whh, bhh, h0):
+        res = gru_after_forward(bs, xw, whh, bhh, h0, save=True)
+        ctx.bs, ctx.lengths = bs, lengths
+        stash(ctx, res)
+        ctx.save_for_backward(whh)
+        return res["H"], _finals(res["H"], lengths)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhT):
+        (whh,) = ctx.saved_tensors
+        bs, lengths, bufs = ctx.bs, ctx.lengths, take(ctx, "GRU")
+        A, GH, Hout, h0 = bufs["A"], bufs["GH"], bufs["H"], bufs["h0"]
+        T, B, H3 = A.shape
+        H = H3 // 3
+        dev, dt = A.device, A.dtype
+        DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)
+        t1 = torch.empty(B, H, device=dev, dtype=dt)
+        t2 = torch.empty(B, H, device=dev, dtype=dt)
+        dh0 = torch.zeros(B, H, device=dev, dtype=dt)
+        for t in range(T - 1, -1, -1):
+            b = B if bs is None else bs[t]
+            b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+            dh = DH[t, :b]
+            if b1:
+                dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
+            a, gh = A[t, :b], GH[t, :b]
+            r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+            hp = h0[:b] if t == 0 else Hout[t - 1, :b]
+            dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
+            # h = n + z (h_prev - n): direct path to h_prev is dh * z
+            dz = torch.sub(hp, n, out=t1[:b]).mul_(dh)
+            dprev.addcmul_(dh, z)
+            dn = dh.sub_(dh * z)  # dh (1 - z)
+            # da_n = dn (1 - n^2), over n
+            torch.mul(n, n, out=t2[:b])
+            torch.addcmul(dn, dn, t2[:b], value=-1, out=n)
+            # dr = da_n * hn ; dgh_n = da_n * r
+            hn = gh[:, 2 * H:]
+            hn.mul_(n)  # = dr (hn no longer needed)
+            torch.mul(n, r, out=t2[:b])  # dgh_n
+            rz = a[:, :2 * H]
+            torch.addcmul(rz, rz, rz, value=-1, out=rz)  # r (1 - r), z (1 - z)
+            r.mul_(hn)
+            z.mul_(dz)
+            gh[:, :2 * H].copy_(rz)
+            hn.copy_(t2[:b])
+        dh0.addmm_(GH[0], whh)
+        dxw = A
+        dGH = GH
+        dwhh = torch.mm(dGH[0].t(), h0)
+        if T > 1:
+            dwhh.addmm_(dGH[1:].reshape(-1, H3).t(), Hout[:-1].reshape(-1, H))
+        dbhh = dGH.sum((0, 1))
+        return None, None, dxw, dwhh, dbhh, dh0
+
+
+# ============================================================ reset before the matmul
+@dataclass(frozen=True)
+class GRUBeforeConfig:
+    H: int
+    z_from: str  # "h" (gru_cho, mut2), "tanh_h" (mut3), "none" (mut1)
+    keep_z: bool  # True: h = n + z (h_prev - n) (GRU); False: h = h_prev + z (n - h_prev) (MUT)
+
+
+def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool):
+    """xw (T, B, 3H) [r, z, n] with every bias folded in. w1 (H or 2H, H): the recurrent rows of r
+    (and z when z_from == "h"); wz (H, H) for z_from == "tanh_h"; wn (H, H) acting on r * h."""
+    T, B, H3 = xw.shape
+    H = cfg.H
+    dev, dt = xw.device, xw.dtype
+    alloc = torch.zeros if bs is not None else torch.empty
+    A = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
+    RH = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
+    TH = None
+    if cfg.z_from == "tanh_h":
+        TH = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
+    Hout = alloc(T, B, H, device=dev, dtype=dt)
+    w1_t, wn_t = w1.t(), wn.t()
+    wz_t = None if wz is None else wz.t()
+    k1 = w1.shape[0]  # H or 2H
+    h_prev = h0
+    for t in range(T):
+        b = B if bs is None else bs[t]
+        a = A[t, :b] if save else A[:b]
+        x = xw[t, :b]
+        hp = h_prev[:b]
+        torch.addmm(x[:, :k1], hp, w1_t, out=a[:, :k1])
+        if cfg.z_from == "none":
+            a[:, H:2 * H].copy_(x[:, H:2 * H])
+        elif cfg.z_from == "tanh_h":
+            th = TH[t, :b] if save else TH[:b]
+            torch.tanh(hp, out=th)
+            torch.addmm(x[:, H:2 * H], th, wz_t, out=a[:, H:2 * H])
+        a[:, :2 * H].sigmoid_()
+        rh = RH[t, :b] if save else RH[:b]
+        torch.mul(a[:, :H], hp, out=rh)
+        n = a[:, 2 * H:]
+        torch.addmm(x[:, 2 * H:], rh, wn_t, out=n).tanh_()
+        h = Hout[t, :b]
+        z = a[:, H:2 * H]
+        if cfg.keep_z:
+            torch.sub(hp, n, out=h)
+            h.mul_(z).add_(n)
+        else:
+            torch.sub(n, hp, out=h)
+            h.mul_(z).add_(hp)
+        h_prev = Hout[t]
+    return {"A": A, "RH": RH, "TH": TH, "H": Hout, "h0": h0}
+
+
+class GRUBeforeSequence(torch.autograd.Function):
+    """gru_cho / MUT1-3 recurrence over a whole sequence; hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, cfg, bs, lengths, xw, w1, wz, wn, h0):
+        res = gru_before_forward(cfg, bs, xw, w1, wz, wn, h0, save=True)
+        ctx.cfg, ctx.bs, ctx.lengths = cfg, bs, lengths
+        stash(ctx, res)
+        ctx.save_for_backward(w1, wz, wn)
+        return res["H"], _finals(res["H"], lengths)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhT):
+        w1, wz, wn = ctx.saved_tensors
+        cfg, bs, lengths, bufs = ctx.cfg, ctx.bs, ctx.lengths, take(ctx, "GRU")
+        A, RH, TH, Hout, h0 = bufs["A"], bufs["RH"], bufs["TH"], bufs["H"], bufs["h0"]
+        T, B, H3 = A.shape
+        H = cfg.H
+        k1 = w1.shape[0]
+        dev, dt = A.device, A.dtype
+        DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)
+        t1 = torch.empty(B, H, device=dev, dtype=dt)
+        t2 = torch.empty(B, H, device=dev, dtype=dt)
+        dh0 = torch.zeros(B, H, device=dev, dtype=dt)
+        for t in range(T - 1, -1, -1):
+            b = B if bs is None else bs[t]
+            b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+            dh = DH[t, :b]
+            if b1:
+                dh[:b1].addmm_(A[t + 1, :b1, :k1], w1)
+                if cfg.z_from == "tanh_h":
+                    # z_{t+1} reads tanh(h_t): d/dh = (da_z W_hz) (1 - tanh(h_t)^2)
+                    th = TH[t + 1, :b1]
+                    g = torch.mm(A[t + 1, :b1, H:2 * H], wz, out=t2[:b1])
+                    dh[:b1].add_(g)
+                    g.mul_(th)
+                    dh[:b1].addcmul_(g, th, value=-1)
+            a = A[t, :b]
+            r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+            hp = h0[:b] if t == 0 else Hout[t - 1, :b]
+            dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
+            if cfg.keep_z:  # h = n + z (h_prev - n)
+                dz = torch.sub(hp, n, out=t1[:b]).mul_(dh)
+                dprev.addcmul_(dh, z)
+                dn = dh.sub_(dh * z)
+            else:  # h = h_prev + z (n - h_prev)
+                dz = torch.sub(n, hp, out=t1[:b]).mul_(dh)
+                dprev.add_(dh).addcmul_(dh, z, value=-1)
+                dn = dh.mul_(z)
+            torch.mul(n, n, out=t2[:b])
+            torch.addcmul(dn, dn, t2[:b], value=-1, out=n)  # da_n
+            drh = torch.mm(n, wn, out=t2[:b])  # d(r * h_prev)
+            dprev.addcmul_(drh, r)
+            rz = a[:, :2 * H]
+            torch.addcmul(rz, rz, rz, value=-1, out=rz)
+            r.mul_(drh).mul_(hp)
+            z.mul_(dz)
+        dh0.addmm_(A[0, :, :k1], w1)
+        if cfg.z_from == "tanh_h":
+            g = torch.mm(A[0, :, H:2 * H], wz)
+            th = torch.tanh(h0)
+            dh0.add_(g).addcmul_(g * th, th, value=-1)
+        dxw = A
+        flatA = A.reshape(-1, H3)
+        Hprev = torch.cat([h0.unsqueeze(0), Hout[:-1]], 0).reshape(-1, H)
+        dw1 = torch.mm(flatA[:, :k1].t(), Hprev)
+        dwz = None
+        if cfg.z_from == "tanh_h":
+            dwz = torch.mm(flatA[:, H:2 * H].t(), TH.reshape(-1, H))
+        dwn = torch.mm(flatA[:, 2 * H:].t(), RH.reshape(-1, H))
+        return None, None, None, dxw, dw1, dwz, dwn, dh0

@@ -1,0 +1,386 @@
+"""Whole-sequence kernel for the LSTM family (the Greff cells, ``lstm``, ``dglstm``).
+
+One :class:`torch.autograd.Function` runs one direction of one layer over all
+time steps. The equations are those of :mod:`recur_attn.cells.lstm` and
+:mod:`recur_attn.cells.depth_gated`; this module only changes how they are
+computed:
+
+* the caller does the input projection of all steps as one GEMM (``xw``,
+  biases ``b_ih + b_hh`` folded in) and hands the kernel the recurrent part;
+* one fused recurrent GEMM per step, ``addmm(xw_t, h_{t-1}, W_hh^T)``, written
+  straight into a preallocated (T, B, G*H) buffer of gate activations;
+* gate blocks are kept in the internal order (o, i, f, g) -- present ones
+  only -- so that one sigmoid covers all the gated blocks and one product
+  with dc covers i, f, g in the backward pass;
+* the backward pass is written by hand: it walks the steps backwards,
+  overwrites the saved activations with the pre-activation gradients in place
+  (no second (T, B, G*H) buffer), and computes the recurrent weight gradient
+  with one GEMM after the loop (the input weight and bias gradients come from
+  autograd's own GEMM for the input projection);
+* padded batches are sorted by length (longest first) by the caller, so at
+  step t only the first ``batch_sizes[t]`` rows are alive: every per-step op
+  works on the leading rows ``[:b_t]`` (like cuDNN's packed sequences), rows
+  that ended keep their final state without any masking op, and outputs past
+  a sequence's end stay zero.
+
+Works on any device torch runs these ops on (CPU, CUDA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .common import stash, take
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Which terms of the family's equations are present (see cells/lstm.py)."""
+
+    H: int
+    input_gate: bool = True
+    forget_gate: bool = True
+    output_gate: bool = True
+    input_activation: bool = True
+    output_activation: bool = True
+    peepholes: bool = False
+    coupled: bool = False
+    fgr: bool = False
+    depth: bool = False  # dglstm with a layer below
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Internal order of the fused gate blocks: o, i, f, g (present ones)."""
+        out = []
+        if self.output_gate:
+            out.append("o")
+        if self.input_gate:
+            out.append("i")
+        if self.forget_gate:
+            out.append("f")
+        out.append("g")
+        return tuple(out)
+
+    def off(self, name: str) -> slice | None:
+        if name not in self.order:
+            return None
+        k = self.order.index(name)
+        return slice(k * self.H, (k + 1) * self.H)
+
+    @property
+    def n_gated(self) -> int:
+        return len(self.order) - 1
+
+    @property
+    def peep_if(self) -> int:
+        """Number of peephole rows that act on c_{t-1} (i and f, when present)."""
+        return int(self.input_gate) + int(self.forget_gate) if self.peepholes else 0
+
+
+def _rows(buf: Tensor, t: int, b: int) -> Tensor:
+    return buf[t] if b == buf.shape[1] else buf[t, :b]
+
+
+def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor, wgh: Tensor | None,
+                 p_if: Tensor | None, p_o: Tensor | None, xd: Tensor | None, w_cd: Tensor | None,
+                 w_ld: Tensor | None, below: Tensor | None, h0: Tensor, c0: Tensor, a0: Tensor | None,
+                 save: bool, want_cseq: bool):
+    """Run the recurrence. xw (T, B, G*H) in internal order; returns a dict of buffers."""
+    T, B, GH = xw.shape
+    H = cfg.H
+    dev, dt = xw.device, xw.dtype
+    alloc = torch.zeros if bs is not None else torch.empty
+    whh_t = whh.t()  # (H, G*H)
+    wgh_t = None if wgh is None else wgh.t()
+    nG = cfg.n_gated
+    so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
+    peep_o = cfg.peepholes and cfg.output_gate
+    # buffers: gate activations, cells, tanh(c), outputs, depth gates
+    A = alloc(T, B, GH, device=dev, dtype=dt) if (save or cfg.fgr) else torch.empty(B, GH, device=dev, dtype=dt)
+    keep_c = save or want_cseq
+    C = alloc(T + 1, B, H, device=dev, dtype=dt) if keep_c else torch.empty(2, B, H, device=dev, dtype=dt)
+    C[0] = c0
+    TC = None
+    if cfg.output_activation:
+        TC = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
+    Hout = alloc(T, B, H, device=dev, dtype=dt)
+    D = None
+    if cfg.depth:
+        D = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
+    tmp = torch.empty(B, H, device=dev, dtype=dt) if not cfg.forget_gate else None
+    p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)
+    h_prev = h0
+    for t in range(T):
+        b = B if bs is None else bs[t]
+        a = (_rows(A, t, b) if A.dim() == 3 else A[:b])  # (b, G*H)
+        torch.addmm(_rows(xw, t, b), h_prev[:b] if h_prev.shape[0] != b else h_prev, whh_t, out=a)
+        if cfg.fgr:
+            a_prev = a0[:b] if t == 0 else A[t - 1, :b, :nG * H]
+            a[:, :nG * H].addmm_(a_prev, wgh_t)
+        c_prev = (C[t, :b] if keep_c else C[t % 2, :b])
+        c = (C[t + 1, :b] if keep_c else C[(t + 1) % 2, :b])
+        if not keep_c and b < B:
+            # rows that ended keep their cell in the alternating buffer
+            C[(t + 1) % 2, b:] = C[t % 2, b:]
+        if p_if3 is not None:
+            k = cfg.peep_if
+            lo = H if cfg.output_gate else 0
+            a[:, lo:lo + k * H].view(b, k, H).addcmul_(c_prev.unsqueeze(1), p_if3)
+        if peep_o:
+            a[:, H:nG * H].sigmoid_()
+        elif nG:
+            a[:, :nG * H].sigmoid_()
+        g = a[:, sg]
+        if cfg.input_activation:
+            g.tanh_()
+        # c = f * c_prev + i * g   (variants: f = 1, f = 1 - i, i = 1)
+        if cfg.forget_gate:
+            torch.mul(a[:, sf], c_prev, out=c)
+            if cfg.input_gate:
+                c.addcmul_(a[:, si], g)
+            else:
+                c.add_(g)
+        elif cfg.coupled:
+            tb = tmp[:b]
+            torch.sub(g, c_prev, out=tb)
+            torch.addcmul(c_prev, a[:, si], tb, out=c)
+        elif cfg.input_gate:
+            torch.addcmul(c_prev, a[:, si], g, out=c)
+        else:
+            torch.add(c_prev, g, out=c)
+        if cfg.depth:
+            d = D[t, :b] if save else D[:b]
+            bl = below[t, :b]
+            torch.addcmul(xd[t, :b], c_prev, w_cd, out=d)
+            d.addcmul_(bl, w_ld).sigmoid_()
+            c.addcmul_(d, bl)
+        if peep_o:
+            o = a[:, so]
+            o.addcmul_(c, p_o).sigmoid_()
+        h = Hout[t, :b]
+        if cfg.output_activation:
+            hc = TC[t, :b] if save else TC[:b]
+            torch.tanh(c, out=hc)
+        else:
+            hc = c
+        if cfg.output_gate:
+            torch.mul(a[:, so], hc, out=h)
+        else:
+            h.copy_(hc)
+        h_prev = Hout[t]
+    return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0}
+
+
+class LSTMSequence(torch.autograd.Function):
+    """One direction of one LSTM-family layer over a whole sequence, hand-written backward.
+
+    Inputs (after ``cfg``, ``bs`` = batch sizes per step or None, ``lengths``):
+    xw (T, B, G*H) the input projection in internal order with both biases;
+    whh (G*H, H); wgh (nG*H, nG*H) or None (fgr); p_if (k, H), p_o (H,)
+    peepholes or None; xd (T, B, H), w_cd, w_ld (H,), below (T, B, H) for the
+    depth gate or None; h0, c0 (B, H); a0 (B, nG*H) or None (fgr).
+    Outputs: out (T, B, H), h_T, c_T (B, H) [, a_T (fgr)] [, c sequence (T, B, H)].
+    """
+
+    @staticmethod
+    def forward(ctx, cfg, bs, lengths, xw, whh, wgh, p_if, p_o, xd, w_cd, w_ld, below, h0, c0, a0, want_cseq):
+        res = lstm_forward(cfg, bs, xw, whh, wgh, p_if, p_o, xd, w_cd, w_ld, below, h0, c0, a0,
+                           save=True, want_cseq=want_cseq)
+        outs = list(lstm_outputs(cfg, res, lengths, xw.shape[0], want_cseq))
+        ctx.cfg, ctx.bs, ctx.lengths, ctx.want_cseq = cfg, bs, lengths, want_cseq
+        stash(ctx, res)
+        ctx.save_for_backward(whh, wgh, p_if, p_o, w_cd, w_ld, below, a0)
+        return tuple(outs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhT, dcT, *rest):
+        cfg, bs, lengths = ctx.cfg, ctx.bs, ctx.lengths
+        whh, wgh, p_if, p_o, w_cd, w_ld, below, a0 = ctx.saved_tensors
+        rest = list(rest)
+        daT = rest.pop(0) if cfg.fgr else None
+        dcseq = rest.pop(0) if ctx.want_cseq else None
+        bufs = take(ctx, "LSTM")
+        grads = lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0,
+                              dout, dhT, dcT, daT, dcseq)
+        dxw, dwhh, dwgh, dpif, dpo, dxd, dwcd, dwld, dbelow, dh0, dc0, da0 = grads
+        return (None, None, None, dxw, dwhh, dwgh, dpif, dpo, dxd, dwcd, dwld, dbelow, dh0, dc0, da0, None)
+
+
+def lstm_outputs(cfg: LSTMConfig, res: dict, lengths: Tensor | None, T: int, want_cseq: bool):
+    A, C, Hout = res["A"], res["C"], res["H"]
+    if lengths is None:
+        hT, cT = Hout[T - 1].clone(), C[T if C.shape[0] == T + 1 else T % 2].clone()
+    else:
+        idx = lengths.to(Hout.device)
+        ar = torch.arange(Hout.shape[1], device=Hout.device)
+        hT = Hout[idx - 1, ar]
+        cT = C[idx, ar] if C.shape[0] == T + 1 else C[T % 2].clone()
+    outs = [Hout, hT, cT]
+    if cfg.fgr:
+        nGH = cfg.n_gated * cfg.H
+        aT = A[T - 1, :, :nGH].clone() if lengths is None else A[idx - 1, ar, :nGH]
+        outs.append(aT)
+    if want_cseq:
+        outs.append(C[1:])
+    return outs
+
+
+def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0,
+                  dout, dhT, dcT, daT, dcseq):
+    A, C, TC, Hout, D = bufs["A"], bufs["C"], bufs["TC"], bufs["H"], bufs["D"]
+    T, B, GH = A.shape
+    H = cfg.H
+    nG = cfg.n_gated
+    nGH = nG * H
+    dev, dt = A.device, A.dtype
+    so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
+    peep_o = cfg.peepholes and cfg.output_gate
+    ar = torch.arange(B, device=dev)
+    last = None if lengths is None else lengths.to(dev) - 1
+
+    # dh of every step: the output's gradient plus the final state's at each true end
+    DH = torch.zeros(T, B, H, device=dev, dtype=dt) if dout is None else dout.clone()
+    if dhT is not None:
+        if last is None:
+            DH[T - 1] += dhT
+        else:
+            DH.index_put_((last, ar), dhT, accumulate=True)
+    # carries: rows that have not started yet (in backward order) hold the final state's gradient
+    dc_a = torch.zeros(B, H, device=dev, dtype=dt) if dcT is None else dcT.clone()
+    dc_b = dc_a.clone()
+    E = dwgh = None
+    if cfg.fgr:
+        E = torch.zeros(B, nGH, device=dev, dtype=dt) if daT is None else daT.clone()
+        dwgh = torch.zeros_like(wgh)
+    dbelow = torch.zeros_like(below) if cfg.depth else None
+    t1 = torch.empty(B, H, device=dev, dtype=dt)
+    t2 = torch.empty(B, H, device=dev, dtype=dt)
+    t3 = torch.empty(B, H, device=dev, dtype=dt)
+    k_if = cfg.peep_if
+    lo_if = H if cfg.output_gate else 0  # first column of the i/f blocks
+
+    for t in range(T - 1, -1, -1):
+        b = B if bs is None else bs[t]
+        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+        a = A[t, :b]  # activations of step t -> overwritten with d(pre-activations)
+        dh = DH[t, :b]
+        if b1:
+            dh[:b1].addmm_(A[t + 1, :b1], whh)
+        dc, dcn = dc_a[:b], dc_b[:b]
+        c_prev = C[t, :b]
+        c = C[t + 1, :b]
+        e = E[:b] if E is not None else None
+        if dcseq is not None:
+            dc.add_(dcseq[t, :b])
+        hc = TC[t, :b] if cfg.output_activation else c
+        # ---- h = o * hc
+        if cfg.output_gate:
+            o = a[:, so]
+            dhc = torch.mul(dh, o, out=t1[:b])
+            base_o = torch.mul(dh, hc, out=t2[:b])  # dL/do
+            if e is not None:
+                base_o.add_(e[:, so])
+        else:
+            dhc = dh
+        dc.add_(dhc)
+        if cfg.output_activation:  # dc += dhc * (1 - hc^2)
+            dhc.mul_(hc)
+            dc.addcmul_(dhc, hc, value=-1)
+        if cfg.output_gate:
+            # da_o = base_o * o * (1 - o), over o
+            torch.addcmul(o, o, o, value=-1, out=o)
+            o.mul_(base_o)
+            if peep_o:
+                dc.addcmul_(o, p_o)
+        # ---- depth gate: c += d * below, d = sigma(xd + w_cd c_prev + w_ld below)
+        if cfg.depth:
+            d = D[t, :b]
+            bl = below[t, :b]
+            dbl = dbelow[t, :b]
+            torch.mul(dc, d, out=dbl)
+            dd = torch.mul(dc, bl, out=t2[:b])
+            torch.addcmul(d, d, d, value=-1, out=d)
+            d.mul_(dd)  # da_d
+            dbl.addcmul_(d, w_ld)
+        # ---- dc is complete; dc_prev through the forget path
+        if cfg.forget_gate:
+            torch.mul(dc, a[:, sf], out=dcn)
+        elif cfg.coupled:
+            torch.addcmul(dc, dc, a[:, si], value=-1, out=dcn)  # dc * (1 - i)
+        else:
+            dcn.copy_(dc)
+        g = a[:, sg]
+        if cfg.input_gate:
+            i = a[:, si]
+            # i * g' where g' is the input activation's derivative, into t3
+            if cfg.input_activation:
+                torch.mul(g, g, out=t3[:b])
+                torch.addcmul(i, i, t3[:b], value=-1, out=t3[:b])  # i (1 - g^2)
+            else:
+                t3[:b].copy_(i)
+            # da_i = (dc * g_or_(g - c_prev) + e_i) * i (1 - i)
+            torch.addcmul(i, i, i, value=-1, out=i)
+            if cfg.coupled:
+                g.sub_(c_prev)
+            if e is None:
+                i.mul_(g)
+            else:
+                torch.addcmul(e[:, si], dc, g, out=t2[:b])
+                i.mul_(t2[:b])
+            g.copy_(t3[:b])
+        elif cfg.input_activation:
+            torch.addcmul(torch.ones((), device=dev, dtype=dt), g, g, value=-1, out=g)  # 1 - g^2
+        else:
+            g.fill_(1.0)
+        if cfg.forget_gate:
+            f = a[:, sf]
+            torch.addcmul(f, f, f, value=-1, out=f)
+            if e is None:
+                f.mul_(c_prev)
+            else:
+                torch.addcmul(e[:, sf], dc, c_prev, out=t2[:b])
+                f.mul_(t2[:b])
+        # multiply the blocks that scale with dc (i, f, g without fgr; g alone with it) by dc
+        first = si if cfg.input_gate else (sf if cfg.forget_gate else sg)
+        if e is None:
+            blk = a[:, first.start:sg.stop]
+            nb = (sg.stop - first.start) // H
+            blk.view(b, nb, H).mul_(dc.unsqueeze(1))
+        else:
+            g.mul_(dc)
+        # peepholes on c_prev and the depth gate's w_cd feed dc_prev
+        for j in range(k_if):
+            dcn.addcmul_(a[:, lo_if + j * H:lo_if + (j + 1) * H], p_if[j])
+        if cfg.depth:
+            dcn.addcmul_(D[t, :b], w_cd)
+        if cfg.fgr:
+            dag = a[:, :nGH]
+            a_prev = a0[:b] if t == 0 else A[t - 1, :b, :nGH]
+            dwgh.addmm_(dag.t(), a_prev)
+            torch.mm(dag, wgh, out=E[:b])
+        dc_a, dc_b = dc_b, dc_a
+    # ---- after the loop: weight gradients with one GEMM each
+    dA = A  # (T, B, G*H) pre-activation gradients
+    dh0 = torch.mm(dA[0], whh)
+    dc0 = dc_a
+    dwhh = torch.mm(dA[0].t(), bufs["h0"])
+    if T > 1:
+        dwhh.addmm_(dA[1:].reshape(-1, GH).t(), Hout[:-1].reshape(-1, H))
+    Cprev = C[:T].reshape(-1, H)
+    dpif = dpo = None
+    if k_if:
+        dpif = torch.stack([
+            (dA[:, :, lo_if + j * H:lo_if + (j + 1) * H].reshape(-1, H) * Cprev).sum(0) for j in range(k_if)])
+    if peep_o:
+        dpo = (dA[:, :, so].reshape(-1, H) * C[1:].reshape(-1, H)).sum(0)
+    dxd = dwcd = dwld = None
+    if cfg.depth:
+        dxd = D
+        dwcd = (D.reshape(-1, H) * Cprev).sum(0)
+        dwld = (D * below).sum((0, 1))
+    da0 = E if cfg.fgr else None
+    return dA, dwhh, dwgh, dpif, dpo, dxd, dwcd, dwld, dbelow, dh0, dc0, da0

@@ -1,0 +1,168 @@
+"""The fused kernels (``Recurrent(impl="fused")``) against the reference step loop.
+
+Every cell of the zoo: outputs, final states and the gradients of every
+parameter, the input and the initial state agree in float64 (random weights,
+padded batch, 2 layers, bidirectional, non-zero initial state); gradcheck
+passes through the fused path; and ``auto`` really runs the fused kernels.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recur_attn.cells import CELLS
+from recur_attn.layers import Recurrent
+from recur_attn.layers.fast import FUSED_CELLS, forward_fused, reusable_backward
+from recur_attn.layers.recurrent import TORCH_FUSED
+
+ALL = sorted(CELLS)
+
+
+def make_pair(cell, I=5, H=4, layers=2, bidirectional=True, **kw):
+    if cell == "clockwork":
+        kw.setdefault("num_modules", 2)
+    torch.manual_seed(0)
+    ref = Recurrent(cell, I, H, num_layers=layers, bidirectional=bidirectional, impl="reference", **kw).double()
+    with torch.no_grad():  # random weights, away from any special value
+        for p in ref.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+        for k, c in enumerate(ref.cells):  # clockwork keeps its block-triangular mask
+            if cell == "clockwork":
+                ref.cell_params(k)["weight_hh"].mul_(c.hh_mask.double())
+    fast = Recurrent(cell, I, H, num_layers=layers, bidirectional=bidirectional, impl="fused", **kw).double()
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def run(m, x, state, lengths):
+    out, st = m(x, state, lengths=lengths)
+    st = st if isinstance(st, tuple) else (st,)
+    gen = torch.Generator().manual_seed(1)
+    loss = (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum()
+    for j, s in enumerate(st):
+        loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=s.dtype)).sum() * (j + 1)
+    params = list(m.parameters())
+    leaves = [x] + list(state) + params
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return out, st, grads
+
+
+def random_state(m, B):
+    return tuple(torch.randn(s.shape, dtype=torch.float64) * 0.5 for s in m.init_state(B, torch.float64, "cpu"))
+
+
+@pytest.mark.parametrize("cell", ALL)
+def test_fused_equals_reference(cell):
+    ref, fast = make_pair(cell)
+    T, B = 7, 4
+    torch.manual_seed(2)
+    x = torch.randn(T, B, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 7, 2, 7])  # unsorted, with padding
+    state = tuple(s.requires_grad_() for s in random_state(ref, B))
+    o1, s1, g1 = run(ref, x, state, lengths)
+    o2, s2, g2 = run(fast, x, state, lengths)
+    assert fast.active_impl == "fused"
+    torch.testing.assert_close(o2, o1, rtol=1e-9, atol=1e-10)
+    assert (o2[4:, 0] == 0).all() and (o2[2:, 2] == 0).all()
+    for a, b in zip(s2, s1):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    names = ["x"] + [f"state{j}" for j in range(len(state))] + [n for n, _ in ref.named_parameters()]
+    for name, a, b in zip(names, g2, g1):
+        if b is None:
+            assert a is None or torch.count_nonzero(a) == 0, name
+            continue
+        assert a is not None, name
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9, msg=lambda m, n=name: f"{cell} grad {n}: {m}")
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "cifg", "fgr", "gru_cho", "mut3", "clockwork"])
+def test_fused_full_length_no_grad_and_batch_first(cell):
+    """No lengths, batch_first, one layer; and the no-grad (inference) path gives the same numbers."""
+    ref, fast = make_pair(cell, layers=1, bidirectional=False, batch_first=True)
+    x = torch.randn(3, 9, 5, dtype=torch.float64)
+    o1, s1 = ref(x)
+    o2, s2 = fast(x)
+    with torch.no_grad():
+        o3, s3 = fast(x)
+    torch.testing.assert_close(o2, o1)
+    torch.testing.assert_close(o3, o1)
+    for a, b, c in zip(s2 if isinstance(s2, tuple) else (s2,), s1 if isinstance(s1, tuple) else (s1,),
+                       s3 if isinstance(s3, tuple) else (s3,)):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(c, b)
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "fgr", "gru", "mut1", "mut3", "dglstm", "clockwork",
+                                  "rnn_relu"])
+def test_gradcheck_through_fused_path(cell):
+    torch.manual_seed(3)
+    m = Recurrent(cell, 3, 2, num_layers=2 if cell == "dglstm" else 1, impl="fused",
+                  **({"num_modules": 2} if cell == "clockwork" else {})).double()
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(s.requires_grad_() for s in random_state(m, 2))
+    lengths = torch.tensor([3, 4])
+    names = [n for n, _ in m.named_parameters()]
+    params = list(m.parameters())
+
+    def f(x, *rest):
+        st, ps = rest[:len(state)], rest[len(state):]
+        out, new = torch.func.functional_call(m, dict(zip(names, ps)), (x, st), {"lengths": lengths})
+        new = new if isinstance(new, tuple) else (new,)
+        return (out,) + new
+
+    with reusable_backward():  # gradcheck runs each backward several times
+        assert torch.autograd.gradcheck(f, (x, *state, *params), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ALL)
+def test_auto_runs_the_fused_kernel(cell, monkeypatch):
+    """``auto`` must not fall back to the reference loop for a cell that has a fast path."""
+    assert cell in FUSED_CELLS or cell in TORCH_FUSED
+    m = Recurrent(cell, 3, 4, num_layers=2 if cell == "dglstm" else 1,
+                  **({"num_modules": 2} if cell == "clockwork" else {}))
+    calls = {"fused": 0}
+
+    def no_reference(*a, **k):
+        raise AssertionError(f"{cell}: Recurrent(impl='auto') ran the reference path")
+
+    from recur_attn.layers import recurrent as rec_mod
+
+    real = rec_mod.forward_fused
+
+    def counting(*a, **k):
+        calls["fused"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(m, "_forward_reference", no_reference)
+    monkeypatch.setattr(rec_mod, "forward_fused", counting)
+    m(torch.randn(5, 2, 3))
+    if cell in TORCH_FUSED:
+        assert m.active_impl == "torch" and calls["fused"] == 0
+    else:
+        assert m.active_impl == "fused" and calls["fused"] == 1
+    assert forward_fused is real
+
+
+def test_reference_still_selectable_and_fused_rejects_non_chain_clockwork():
+    m = Recurrent("cifg", 3, 4, impl="reference")
+    assert m.active_impl == "reference"
+    with pytest.raises(ValueError, match="divisibility chain"):
+        Recurrent("clockwork", 3, 6, impl="fused", periods=[1, 2, 3])
+    auto = Recurrent("clockwork", 3, 6, periods=[1, 2, 3])
+    assert auto.active_impl == "reference"  # says so, and runs the loop
+
+
+def test_backward_twice_is_refused():
+    m = Recurrent("vanilla", 3, 4, impl="fused")
+    out, _ = m(torch.randn(5, 2, 3))
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        out.sum().backward()
+    m.zero_grad(set_to_none=True)
+    with reusable_backward():
+        out, _ = m(torch.randn(5, 2, 3))
+    out.sum().backward(retain_graph=True)
+    g1 = m.weight_hh_l0.grad.clone()
+    out.sum().backward()
+    torch.testing.assert_close(m.weight_hh_l0.grad, 2 * g1)
