@@ -136,6 +136,9 @@ def test_experiment_and_search_configs(composer, hydra_compose):
     assert cfg.hydra.sweeper.params["model/cell"] == "rnn_tanh,lstm"
     assert cfg.forget_bias == 1.0 and cfg.model.net.hidden_size == 128
     assert cfg.model.optimizer.lr == 0.003 and cfg.data.seq_len == 100 and cfg.data.variant == "modern"
+    cfg = composer(["experiment=adding_lstm"], True)
+    assert cfg.hydra.mode is None or cfg.hydra.mode.name == "RUN"
+    assert cfg.forget_bias == 1.0 and cfg.trainer.max_steps == 2000 and cfg.model.net.cell == "lstm"
     cfg = composer(["hparams_search=adding_optuna"], True)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.optimized_metric == "val/loss_best"
