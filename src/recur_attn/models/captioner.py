@@ -311,9 +311,10 @@ class ShowAttendTell(nn.Module):
         entropy = -(alpha * log_alpha).sum(-1)
         return beta * z, alpha, logp_s, entropy
 
-    def _cell_input(self, p: dict, emb_t: Tensor | None, xw_e_t: Tensor | None, z: Tensor) -> Tensor:
+    def _cell_input(self, p: dict, emb_t: Tensor | None, xw_e_t: Tensor | None, z: Tensor,
+                    w_z: Tensor | None) -> Tensor:
         if self._split_input:
-            return xw_e_t + F.linear(z, p["weight_ih"][:, self.embed_size:])  # (B, G*H)
+            return xw_e_t + F.linear(z, w_z)  # (B, G*H)
         return self.cell.input_projection(p, torch.cat([emb_t, z], -1))
 
     # ---- training: teacher forcing -------------------------------------------
@@ -339,15 +340,18 @@ class ShowAttendTell(nn.Module):
         emb = self.dropout(self.embedding(inputs))  # (B, T, m)
         keys_proj = self.attention.project_keys(a) if self.attention_kind != "mean" else None  # once per image
         p = self.cell.params()
+        w_z = None
         if self._split_input:
             xw_e = F.linear(emb, p["weight_ih"][:, :self.embed_size], p.get("bias_ih"))  # (B, T, G*H)
+            # sliced once: a slice per step would scatter a full-size gradient back every step
+            w_z = p["weight_ih"][:, self.embed_size:].contiguous()  # (G*H, D)
         state = self.initial_state(a)
         sample = self.attention_kind == "hard" and self.training
         hs, zs, alphas, logps, ents = [], [], [], [], []
         for t in range(T):
             h_prev = state[0]
             z, alpha, logp_s, ent = self._attend(h_prev, a, keys_proj, sample=sample, hard_argmax=not self.training)
-            xw = self._cell_input(p, emb[:, t], xw_e[:, t] if self._split_input else None, z)
+            xw = self._cell_input(p, emb[:, t], xw_e[:, t] if self._split_input else None, z, w_z)
             h, state = self.cell.step(p, xw, state, t)
             hs.append(h), zs.append(z), alphas.append(alpha)
             if logp_s is not None:
@@ -366,7 +370,9 @@ class ShowAttendTell(nn.Module):
         also the REINFORCE and entropy terms, and the baseline update."""
         logits, targets, mask = out["logits"], out["targets"], out["mask"]
         n_tok = mask.sum().clamp_min(1)
-        tok_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none") * mask  # (B, T)
+        B, T, V = logits.shape
+        tok_nll = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T),
+                                  reduction="none").view(B, T) * mask  # (B, T)
         nll = tok_nll.sum() / n_tok
         res = {"nll": nll}
         loss = nll
@@ -405,8 +411,11 @@ class ShowAttendTell(nn.Module):
         emb = self.embedding(tokens)  # (N, m)
         z, alpha, _, _ = self._attend(state[0], dec["a"], dec["keys_proj"], sample=False,
                                       hard_argmax=self.attention_kind == "hard")
-        xw_e = F.linear(emb, p["weight_ih"][:, :self.embed_size], p.get("bias_ih")) if self._split_input else None
-        xw = self._cell_input(p, emb, xw_e, z)
+        xw_e = w_z = None
+        if self._split_input:
+            xw_e = F.linear(emb, p["weight_ih"][:, :self.embed_size], p.get("bias_ih"))
+            w_z = p["weight_ih"][:, self.embed_size:]
+        xw = self._cell_input(p, emb, xw_e, z, w_z)
         h, state = self.cell.step(p, xw, state, dec.get("t", 0))
         logits = self.L_o(emb + self.L_h(h) + self.L_z(z))  # (N, V)
         logits[:, PAD] = float("-inf")  # never emitted: <pad> and <start>
