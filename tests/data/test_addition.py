@@ -63,3 +63,24 @@ def test_bad_arguments():
         AdditionDataModule(max_digits=3, min_digits=4)
     with pytest.raises(ValueError, match="max_digits"):
         AdditionDataModule(max_digits=18)
+
+
+def test_count_balanced_parity_changes_only_the_training_counts():
+    from recur_attn.data.parity_counts import CountBalancedParityDataModule
+    from recur_attn.data.longlag import ParityDataModule
+
+    k = 20
+    dm = CountBalancedParityDataModule(k_bits=k, n_train=4000, n_val=300, n_test=300, seed=5)
+    dm.setup()
+    x, y = dm.datasets["train"].tensors["x"], dm.datasets["train"].tensors["y"]
+    counts = x.sum(1).long()
+    assert torch.equal(y, counts % 2)
+    hist = torch.bincount(counts, minlength=k + 1).float()
+    assert hist.min() > 4000 / (k + 1) * 0.6  # uniform: the extreme counts 0 and k occur too
+    ref = ParityDataModule(k_bits=k, as_sequence=False, n_train=4000, n_val=300, n_test=300, seed=5)
+    ref.setup()
+    for split in ("val", "test"):
+        torch.testing.assert_close(dm.datasets[split].tensors["x"], ref.datasets[split].tensors["x"])
+    assert ref.datasets["train"].tensors["x"].sum(1).min() > 0  # binomial: 0 ones essentially never
+    with pytest.raises(ValueError, match="valid choices"):
+        CountBalancedParityDataModule(train_counts="beta")

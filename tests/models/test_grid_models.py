@@ -176,3 +176,23 @@ def test_grid_3d_input_checks_and_grads():
         net(torch.rand(2, 1, 9, 8))
     with pytest.raises(ValueError, match="divide"):
         GridLSTM3D(8, 10, patch_size=3)
+
+
+def test_grid_charlm_and_density_use_a_grid_recurrence():
+    from recur_attn.models.grid import GridCharLM, GridDensityModel
+
+    lm = GridCharLM(11, embedding_size=4, hidden_size=6, num_layers=2, tied=True)
+    assert isinstance(lm.rnn, GridLSTM2D) and lm.rnn.block.num_copies == 1
+    x = torch.randint(0, 11, (3, 5))
+    logits, state = lm(x)
+    assert logits.shape == (3, 5, 11) and state[0].shape == (2, 3, 6) and state[1].shape == (2, 3, 6)
+    # carrying the state equals one long pass
+    full, _ = lm(torch.cat([x, x], 1))
+    second, _ = lm(x, state)
+    torch.testing.assert_close(full[:, 5:], second)
+    reset = lm.reset_state(state, torch.tensor([True, False, True]))
+    assert torch.all(reset[0][:, 0] == 0) and torch.equal(reset[0][:, 1], state[0][:, 1])
+    dm = GridDensityModel(7, 7, hidden_size=5, num_layers=2)
+    assert dm(torch.rand(2, 4, 7), torch.tensor([4, 2])).shape == (2, 4, 7)
+    with pytest.raises(ValueError, match="cell must be 'lstm'"):
+        GridCharLM(11, cell="gru")

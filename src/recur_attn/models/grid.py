@@ -9,6 +9,8 @@ and the feed-forward baselines of the parity experiment.
   :class:`recur_attn.models.SequenceModel`.
 * :class:`GridLSTM3D` -- a 3-D Grid LSTM over the two image axes and depth,
   a pixel (patch) classifier.
+* :class:`GridCharLM`, :class:`GridDensityModel` -- the character-level and
+  music models with a 2-D Grid LSTM in place of the stacked recurrence.
 * :class:`FeedForwardNet` -- tanh / ReLU multilayer perceptron; can size its
   width to a given parameter count (the baselines of the parity experiment).
 """
@@ -22,8 +24,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recur_attn.layers.grid import GridLSTM
+from recur_attn.models.charlm import CharLM
+from recur_attn.models.density import DensityModel
 
-__all__ = ["GridLSTM1D", "GridLSTM2D", "GridSequenceModel", "GridLSTM3D", "FeedForwardNet", "count_parameters"]
+__all__ = ["GridLSTM1D", "GridLSTM2D", "GridSequenceModel", "GridLSTM3D", "FeedForwardNet", "GridCharLM",
+           "GridDensityModel", "count_parameters"]
 
 _INPUT_ACTS = {"identity": lambda v: v, "tanh": torch.tanh, "relu": torch.relu}
 
@@ -379,3 +384,45 @@ class GridLSTM3D(nn.Module):
                     mr[c], mc[c], md[c] = ms[0][j], ms[1][j], ms[2][j]
         top = torch.stack([hd[(r, s)] for r in range(R) for s in range(S)], 1)  # (B, R*S, H)
         return self.head(top.mean(1))
+
+
+# ======================================================================================
+# 2-D Grid LSTM in the character-level and music models: same interface, Grid recurrence.
+def _grid_instead_of_recurrent(model: nn.Module, input_size: int, hidden_size: int, num_layers: int, cell: str,
+                               cell_kwargs, tied: bool, priority: str | None, forget_bias: float | None) -> None:
+    if cell != "lstm" or dict(cell_kwargs or {}):
+        raise ValueError(f"{type(model).__name__}: a Grid LSTM is made of LSTM blocks; cell must be 'lstm' with no "
+                         f"cell_kwargs, got cell={cell!r}, cell_kwargs={dict(cell_kwargs or {})}")
+    model.rnn = GridLSTM2D(input_size, hidden_size, num_layers, tied=tied, priority=priority, batch_first=True,
+                           forget_bias=forget_bias)
+
+
+class GridCharLM(CharLM):
+    """``CharLM`` (embedding, recurrence, dropout, head; state carried across TBPTT chunks)
+    with a 2-D Grid LSTM (time x depth) as the recurrence. State: (h, m), each (L, B, H).
+    ``dropout`` acts on the output only (the Grid has no dropout between layers)."""
+
+    def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 256, num_layers: int = 2,
+                 dropout: float = 0.0, tied: bool = False, priority: str | None = "depth",
+                 forget_bias: float | None = None, cell: str = "lstm", cell_kwargs=None,
+                 impl: str = "auto") -> None:
+        super().__init__(vocab_size, cell="lstm", embedding_size=embedding_size, hidden_size=hidden_size,
+                         num_layers=1, dropout=dropout)
+        _grid_instead_of_recurrent(self, embedding_size, hidden_size, num_layers, cell, cell_kwargs, tied,
+                                   priority, forget_bias)
+        self.config.update({"num_layers": int(num_layers), "tied": bool(tied), "priority": priority,
+                            "forget_bias": forget_bias})
+        self.config.pop("impl", None)
+
+
+class GridDensityModel(DensityModel):
+    """``DensityModel`` (music: per-step Bernoulli outputs) with a 2-D Grid LSTM recurrence."""
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int = 36, num_layers: int = 2,
+                 dropout: float = 0.0, input_noise: float = 0.0, tied: bool = False,
+                 priority: str | None = "depth", forget_bias: float | None = None, cell: str = "lstm",
+                 cell_kwargs=None, impl: str = "auto") -> None:
+        super().__init__(input_size, output_size, cell="lstm", hidden_size=hidden_size, num_layers=1,
+                         dropout=dropout, input_noise=input_noise)
+        _grid_instead_of_recurrent(self, input_size, hidden_size, num_layers, cell, cell_kwargs, tied, priority,
+                                   forget_bias)
