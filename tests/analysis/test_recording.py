@@ -164,18 +164,19 @@ def test_recording_leaves_outputs_and_gradients_unchanged(cell):
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-6, msg=f"grad of {n}")
 
 
-def test_fast_path_when_not_recording(monkeypatch):
-    rnn = Recurrent("lstm", I, H, batch_first=True)
-    assert rnn.active_impl == "torch"
+@pytest.mark.parametrize("cell,fast", [("lstm", "torch"), ("gru_cho", "fused")])
+def test_fast_path_when_not_recording(monkeypatch, cell, fast):
+    rnn = Recurrent(cell, I, H, batch_first=True)
+    assert rnn.active_impl == fast
     with rnn.recording():
         assert rnn.active_impl == "reference"
-    assert rnn.active_impl == "torch"
+    assert rnn.active_impl == fast
 
     def boom(*a, **k):
         raise AssertionError("the reference path ran although recording is off")
 
     monkeypatch.setattr(Recurrent, "_forward_reference", boom)
-    out, _ = rnn(torch.randn(B, T, I))  # the fused kernel: the reference path is not touched
+    out, _ = rnn(torch.randn(B, T, I))  # a fast kernel: the reference path is not touched
     assert out.shape == (B, T, H)
     with pytest.raises(AssertionError, match="reference path ran"):
         with rnn.recording():

@@ -56,7 +56,7 @@ def test_inspect_writes_figures_and_index(tmp_path):
     other = [c for c in ckpts if c.name != "last.ckpt"][0]  # the best so far, from an earlier step
     out = tmp_path / "inspect"
     inspect_main(["--ckpt", str(other), "--ckpt", str(last), "--out", str(out), "--examples", "1",
-                  "--units", "6", "--label", "early", "--label", "last"])
+                  "--units", "6", "--walkthroughs", "1", "--label", "early", "--label", "last"])
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["checkpoints"]) == ["0_lstm", "1_lstm"]
     index = (out / "index.html").read_text()
@@ -66,7 +66,9 @@ def test_inspect_writes_figures_and_index(tmp_path):
         entry = summary["checkpoints"][name]
         assert entry["cell"] == "lstm" and entry["state"] == "c"
         assert len(entry["units"]) == 4 and len(entry["marker_jump_ratio"]) == 4
-        expected = [f"{name}/units.png", f"{name}/gates_ex0_l0.png"]
+        expected = [f"{name}/units.png", f"{name}/gates_ex0_l0.png",
+                    f"{name}/walkthrough_unit{entry['walkthrough_units'][0]}.png"]
+        assert entry["walkthrough_units"][0] in entry["units"]
         assert entry["files"] == expected
         for f in expected:
             _check_png(out / f)
@@ -82,3 +84,36 @@ def test_inspect_rejects_a_checkpoint_outside_a_run(tmp_path):
         inspect_main(["--ckpt", str(ck), "--out", str(tmp_path / "o")])
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         inspect_main(["--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o")])
+
+
+def test_inspect_char_model_writes_coloured_text(tmp_path):
+    """A character LM (data=chars model=charlm): units.html colours the text by the units found."""
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f'say("a{i}", [b, (c)])\n' for i in range(60)))
+    run = tmp_path / "run"
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            cfg = compose(config_name="train", overrides=[
+                "data=chars", "model=charlm", f"data.files=[{text}]", "data.seq_len=40", "data.batch_size=4",
+                "model.net.hidden_size=8", "model.net.embedding_size=4", "model.net.num_layers=1",
+                "trainer.max_steps=2", "trainer.val_check_interval=2", "++trainer.enable_progress_bar=false",
+                "++trainer.enable_model_summary=false", "callbacks.rich_progress_bar=null",
+                "callbacks.model_summary=null", "extras.print_config=false", "test=false", "num_threads=1"])
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+        cfg.paths.log_dir = str(run / "logs")
+        cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
+    train(cfg)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    out = tmp_path / "inspect"
+    inspect_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)])
+    entry = json.loads((out / "summary.json").read_text())["checkpoints"]["0_lstm"]
+    assert set(entry["char_units"]) == {"inside_quotes", "line_position", "bracket_depth"}
+    page = (out / "0_lstm" / "units.html").read_text()
+    spans = page.count("<span")
+    assert page.count("<h2>") == 3 and spans % 3 == 0 and spans >= 3 * 20  # the same text, thrice
+    _check_png(out / "gradient_flow.png")

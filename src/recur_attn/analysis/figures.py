@@ -34,6 +34,7 @@ __all__ = [
     "informative_units",
     "marker_jump_ratio",
     "plot_unit_trajectories",
+    "plot_unit_walkthrough",
     "plot_gradient_flow",
     "char_features",
     "find_char_units",
@@ -56,6 +57,8 @@ GATE_TITLES = {
 }
 #: quantities in [0, 1] (sigmoid gates and ticks); everything else is drawn on a diverging scale
 UNIT_INTERVAL = {"i", "f", "o", "d", "r", "z", "tick"}
+#: unbounded states, drawn with each unit (row) scaled to its own range
+ROW_SCALED = {"c", "h"}
 #: panel order of the heatmaps: the walk-through's (forget, input & candidate, cell update, output)
 PANEL_ORDER = ("f", "i", "g", "d", "c", "o", "r", "z", "n", "tick", "h")
 
@@ -125,10 +128,15 @@ def plot_gate_heatmaps(record: Mapping[str, Tensor], example: int, path: str | P
             a = a[list(unit_order)]
         ax = axes[k]
         k += 1
+        extra = ""
         if name in UNIT_INTERVAL:
             im = ax.imshow(a, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
                            extent=(-0.5, T - 0.5, a.shape[0] - 0.5, -0.5))
         else:
+            if name in ROW_SCALED:
+                # units differ by orders of magnitude: scale each row to its own largest |value|
+                a = a / np.maximum(np.abs(a).max(1, keepdims=True), 1e-12)
+                extra = " (each row scaled to its own max |value|)"
             m = max(float(np.abs(a).max()), 1e-6)
             im = ax.imshow(a, aspect="auto", cmap="RdBu_r", vmin=-m, vmax=m, interpolation="nearest",
                            extent=(-0.5, T - 0.5, a.shape[0] - 0.5, -0.5))
@@ -138,7 +146,7 @@ def plot_gate_heatmaps(record: Mapping[str, Tensor], example: int, path: str | P
         shown = list(unit_order) if unit_order is not None else list(range(a.shape[0]))
         ticks = list(range(0, len(shown), max(1, len(shown) // 8)))
         ax.set_yticks(ticks, [str(shown[j]) for j in ticks], fontsize=7)
-        ax.set_title(GATE_TITLES.get(name, name), fontsize=9, loc="left")
+        ax.set_title(GATE_TITLES.get(name, name) + extra, fontsize=9, loc="left")
         _mark_steps(ax, markers, color="w" if name in UNIT_INTERVAL else "k")
     axes[-1].set_xlabel("step t")
     height = fig.get_figheight()
@@ -236,6 +244,70 @@ def plot_unit_trajectories(states: Tensor, units: Sequence[int], path: str | Pat
     axes[-1, 0].set_xlabel("step t")
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.45 / height, top=1 - 0.6 / height, hspace=0.35)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    return _save(fig, path)
+
+
+#: the panels of the walk-through: (quantities drawn together, y label)
+WALKTHROUGH_PANELS = (
+    (("f",), "forget gate"),
+    (("i", "g", "i*g"), "write"),
+    (("d",), "depth gate"),
+    (("c",), "cell state"),
+    (("o",), "output gate"),
+    (("r", "z"), "reset / update"),
+    (("n",), "candidate"),
+    (("h",), "output"),
+)
+WALKTHROUGH_LABELS = {"f": "f_t (keep)", "i": "i_t (write gate)", "g": "g_t (candidate)",
+                      "i*g": "i_t * g_t (written)", "c": "c_t", "o": "o_t", "h": "h_t = o_t * tanh(c_t)",
+                      "d": "d_t", "r": "r_t", "z": "z_t", "n": "n_t"}
+
+
+def plot_unit_walkthrough(record: Mapping[str, Tensor], unit: int, example: int, path: str | Path, *,
+                          inputs: Tensor | None = None, markers: Sequence[int] = (), length: int | None = None,
+                          title: str = "") -> Path:
+    """One unit of one example, gate by gate, as line plots over time: the seed's
+    walk-through (forget gate; input gate, candidate and what they write; the cell
+    state; the output gate and the output) told by a trained unit.
+    """
+    seqs = {k: v[example, :, unit] for k, v in record.items() if isinstance(v, Tensor) and v.dim() == 3}
+    if "i" in seqs and "g" in seqs:
+        seqs["i*g"] = seqs["i"] * seqs["g"]
+    panels = [(names, label) for names, label in WALKTHROUGH_PANELS if any(n in seqs for n in names)]
+    if not panels:
+        raise ValueError("plot_unit_walkthrough: the record holds no gate or state of a known name")
+    T = length or next(iter(seqs.values())).shape[0]
+    rows = len(panels) + (inputs is not None)
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 0.8 + 1.35 * rows), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    k = 0
+    if inputs is not None:
+        x = _np(inputs)[:T]
+        for j in range(x.shape[1]):
+            axes[0].plot(np.arange(T), x[:, j], lw=0.9, label=f"x[{j}]")
+        axes[0].set_ylabel("input", fontsize=8)
+        axes[0].legend(loc="upper right", fontsize=7, ncol=x.shape[1])
+        _mark_steps(axes[0], markers)
+        k = 1
+    for names, label in panels:
+        ax = axes[k]
+        k += 1
+        for n in names:
+            if n in seqs:
+                ax.plot(np.arange(T), _np(seqs[n])[:T], lw=1.3, label=WALKTHROUGH_LABELS.get(n, n))
+        if all(n in UNIT_INTERVAL for n in names if n in seqs):
+            ax.set_ylim(-0.05, 1.05)
+        else:
+            ax.axhline(0.0, color="0.7", lw=0.5)
+        ax.set_ylabel(label, fontsize=8)
+        ax.legend(loc="upper left", fontsize=7, ncol=3)
+        _mark_steps(ax, markers)
+    axes[-1].set_xlabel("step t")
+    axes[-1].set_xlim(-0.5, T - 0.5)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.45 / height, top=1 - 0.55 / height, hspace=0.15)
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     return _save(fig, path)

@@ -12,6 +12,10 @@ examples: the data are seeded) it writes, per checkpoint ``<k>_<cell>/``:
 
 * ``gates_ex<i>_l<layer>.png``: each gate, c_t and h_t of example i as units x steps
   (units sorted by how much their final state tells about the target);
+* ``walkthrough_unit<u>.png``: the most informative units (``--walkthroughs``, 2; for the
+  adding problem those of the 4 most informative that move most at the markers) of example 0, gate
+  by gate (forget gate; input gate, candidate and what they write; cell state;
+  output gate and output) -- the LSTM walk-through told by a trained unit;
 * ``units.png``: the trajectories of the most informative units (adding problem:
   ranked by the correlation of their final cell state with the target, with the
   ratio of their movement at the two marked steps to elsewhere);
@@ -147,7 +151,7 @@ def _marker_steps(batch: dict[str, torch.Tensor], dm: LightningDataModule) -> to
 
 
 def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_examples: int,
-                     max_units: int = 32) -> dict[str, Any]:
+                     max_units: int = 32, walkthroughs: int = 2, label: str = "") -> dict[str, Any]:
     """Gate heatmaps and unit trajectories of a sequence model; returns the summary entry."""
     rnn = find_recurrent(loaded.task)
     records = flow.records
@@ -179,10 +183,20 @@ def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_exa
             caption = f"y = {y[b].item():.3f}" if y.dim() == 1 else ""
             F.plot_gate_heatmaps(rec, b, path, inputs=x[b], markers=marks[b], length=T,
                                  unit_order=order[:max_units] if rec is top else list(range(min(H, max_units))),
-                                 title=f"{loaded.run_dir.name}: layer {rec['layer']}, example {b} {caption}"
+                                 title=f"{label}: layer {rec['layer']}, example {b} {caption}"
                                        + (f"\nrows: the {min(H, max_units)} units with the largest "
                                           f"|corr(final {state_name}, target)|, largest first" if rec is top else ""))
             files.append(path)
+    # the walk-through follows the informative units that also write at the markers and hold
+    walk_units = sorted(units, key=lambda u: -jump[u])[:walkthroughs] if jump is not None else units[:walkthroughs]
+    entry["walkthrough_units"] = walk_units
+    for u in walk_units:
+        T0 = int(lengths[0]) if lengths is not None else x.shape[1]
+        path = out / f"walkthrough_unit{u}.png"
+        F.plot_unit_walkthrough(top, u, 0, path, inputs=x[0], markers=marks[0], length=T0,
+                                title=f"{label}: unit {u} of layer {top['layer']}, example 0"
+                                      + (f" (target {y[0].item():.3f})" if y.dim() == 1 else ""))
+        files.append(path)
     captions = []
     for b in range(n_examples):
         c = f"example {b}"
@@ -193,14 +207,15 @@ def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_exa
     path = out / "units.png"
     F.plot_unit_trajectories(states, units, path, examples=range(n_examples), markers=marks[:n_examples],
                              captions=captions, lengths=lengths, state_name=state_name, unit_labels=labels,
-                             title=f"{loaded.run_dir.name}: the units whose final {state_name} correlates most "
+                             title=f"{label}: the units whose final {state_name} correlates most "
                                    f"with the target")
     files.insert(0, path)
     entry["files"] = [str(p.relative_to(out.parent)) for p in files]
     return entry
 
 
-def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_chars: int = 600) -> dict[str, Any]:
+def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_chars: int = 600,
+                  label: str = "") -> dict[str, Any]:
     """Units of a character model that track quotes, line position, bracket depth -> units.html."""
     dm, task = loaded.datamodule, loaded.task
     dm.prepare_data()
@@ -236,7 +251,7 @@ def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_ch
         shown = torch.tanh(a) if name == "c" else a
         sections.append((f"{feat}: unit {u} (r = {corr:+.2f}, colour: {'tanh(c)' if name == 'c' else 'h'})",
                          shown.numpy()))
-    page = F.char_html(text0, sections, title=f"{loaded.run_dir.name}: units of layer {rnn.num_layers - 1}")
+    page = F.char_html(text0, sections, title=f"{label}: units of layer {rnn.num_layers - 1}")
     path = out / "units.html"
     path.write_text(page, encoding="utf-8")
     return {"state": name, "char_units": {k: {"unit": u, "r": round(c, 4)} for k, (u, c) in found.items()},
@@ -253,9 +268,10 @@ def write_index(out: Path, summary: dict[str, Any]) -> Path:
                      "against t on one batch, mean over its examples.</p>")
         parts.append(f"<img src='{html.escape(summary['gradient_flow'])}' alt='gradient flow'>")
     for label, entry in summary["checkpoints"].items():
-        parts.append(f"<h2>{html.escape(label)}</h2><p><code>{html.escape(entry['ckpt'])}</code><br>"
+        parts.append(f"<h2>{html.escape(entry.get('label', label))} <small>({html.escape(label)})</small></h2>"
+                     f"<p><code>{html.escape(entry['ckpt'])}</code><br>"
                      f"loss on the batch: {entry['loss']:.4g}</p>")
-        info = {k: v for k, v in entry.items() if k not in ("files", "ckpt", "loss")}
+        info = {k: v for k, v in entry.items() if k not in ("files", "ckpt", "loss", "label")}
         parts.append(f"<pre>{html.escape(json.dumps(info, indent=1))}</pre><ul>")
         for f in entry["files"]:
             if f.endswith(".png"):
@@ -271,7 +287,8 @@ def write_index(out: Path, summary: dict[str, Any]) -> Path:
 
 
 def inspect(ckpts: list[str], out: str | Path, examples: int = 3, split: str = "test",
-            labels: list[str] | None = None, trust_checkpoint: bool = False, max_units: int = 32) -> dict[str, Any]:
+            labels: list[str] | None = None, trust_checkpoint: bool = False, max_units: int = 32,
+            walkthroughs: int = 2) -> dict[str, Any]:
     """Write the figures of every checkpoint and the combined gradient-flow plot; returns the summary."""
     if not ckpts:
         raise ValueError("give at least one --ckpt")
@@ -281,6 +298,8 @@ def inspect(ckpts: list[str], out: str | Path, examples: int = 3, split: str = "
         raise ValueError(f"--examples must be >= 1, got {examples}")
     if max_units < 1:
         raise ValueError(f"--units must be >= 1, got {max_units}")
+    if not 0 <= walkthroughs <= 4:
+        raise ValueError(f"--walkthroughs must be in [0, 4] (the informative units found), got {walkthroughs}")
     if labels is not None and len(labels) != len(ckpts):
         raise ValueError(f"{len(labels)} --label for {len(ckpts)} --ckpt: give one per checkpoint, or none")
     out = Path(out)
@@ -295,17 +314,17 @@ def inspect(ckpts: list[str], out: str | Path, examples: int = 3, split: str = "
         batch = first_batch(loaded.datamodule, split)
         rnn = find_recurrent(loaded.task)
         flow = gradient_flow(rnn, batch_loss_fn(loaded.task, batch))
+        label = labels[k] if labels else f"{name} ({loaded.run_dir.name})"
         if is_char_model(loaded):
-            entry = inspect_chars(loaded, sub, split)
+            entry = inspect_chars(loaded, sub, split, label=label)
         else:
-            entry = inspect_sequence(loaded, batch, flow, sub, examples, max_units)
-        entry = {"ckpt": str(loaded.ckpt), "cell": rnn.cell_name, "loss": flow.loss, **entry}
+            entry = inspect_sequence(loaded, batch, flow, sub, examples, max_units, walkthroughs, label)
+        entry = {"label": label, "ckpt": str(loaded.ckpt), "cell": rnn.cell_name, "loss": flow.loss, **entry}
         h = flow.curve("h")
         c = flow.curve("c") if "c" in flow.layers[-1] else None
         entry["grad_norm_h_first_last"] = [float(h[0]), float(h[-1])]
         if c is not None:
             entry["grad_norm_c_first_last"] = [float(c[0]), float(c[-1])]
-        label = labels[k] if labels else f"{name} ({loaded.run_dir.name})"
         curves.append((label, h, c))
         summary["checkpoints"][name] = entry
         log.info("inspected %s -> %s", ck, sub)
@@ -324,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder (index.html, PNGs)")
     p.add_argument("--examples", type=int, default=3, help="examples to draw per checkpoint (default 3)")
     p.add_argument("--units", type=int, default=32, help="units (rows) per gate heatmap (default 32)")
+    p.add_argument("--walkthroughs", type=int, default=2,
+                   help="gate-by-gate walk-through figures, one per most informative unit (default 2)")
     p.add_argument("--split", default="test", choices=SPLITS, help="split whose first batch is used")
     p.add_argument("--label", action="append", help="legend label per --ckpt, in the same order")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -334,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = inspect(args.ckpt, args.out, args.examples, args.split, args.label, args.trust_checkpoint,
-                      args.units)
+                      args.units, args.walkthroughs)
     print(f"wrote {Path(args.out) / 'index.html'} ({len(summary['checkpoints'])} checkpoint(s))")
 
 
