@@ -26,6 +26,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from recur_attn.data.resumable import ResumableDataLoader
+
 __all__ = ["PixelDataModule", "DigitsDataModule", "LAYOUTS"]
 
 LAYOUTS = ("image", "rows", "pixels")
@@ -138,7 +140,8 @@ class PixelDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() before {split}_dataloader()")
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+        loader_cls = ResumableDataLoader if shuffle else DataLoader  # exact mid-epoch resume
+        return loader_cls(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
                           generator=torch.Generator().manual_seed(self.seed + 1) if shuffle else None,
                           num_workers=self.num_workers, collate_fn=_collate)
 
