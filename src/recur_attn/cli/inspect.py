@@ -136,6 +136,10 @@ def batch_loss_fn(task: LightningModule, batch: dict[str, torch.Tensor]):
     raise ValueError(f"{type(task).__name__}: no model_step or step_with_state to compute a loss with")
 
 
+def _fmt(v: torch.Tensor) -> str:
+    return f"{v.item():.3f}" if v.is_floating_point() and v.numel() == 1 else str(v.tolist())
+
+
 def _label(k: int, loaded: Loaded) -> str:
     cell = OmegaConf.select(loaded.cfg, "model.net.cell", default=None) or "model"
     return f"{k}_{cell}"
@@ -148,6 +152,19 @@ def _marker_steps(batch: dict[str, torch.Tensor], dm: LightningDataModule) -> to
     if isinstance(dm, AddingDataModule):
         return batch["x"][..., 1] == 1.0
     return None
+
+
+def sequence_target(y: torch.Tensor) -> torch.Tensor:
+    """The target the units are correlated with: y itself, or for per-step labels (B, T)
+    the label of each sequence's last labelled step (labels -100 are not scored)."""
+    if y.dim() == 2 and not y.is_floating_point():
+        labelled = y != -100
+        if not bool(labelled.any(1).all()):
+            raise ValueError("a sequence of the batch has no labelled step (all -100)")
+        T = y.shape[1]
+        last = T - 1 - labelled.flip(1).long().argmax(1)  # (B,) index of the last labelled step
+        return y[torch.arange(y.shape[0]), last]
+    return y
 
 
 def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_examples: int,
@@ -163,7 +180,8 @@ def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_exa
     top = [r for r in records if r["layer"] == rnn.num_layers - 1 and r["direction"] == 0][0]
     state_name = "c" if "c" in top else "h"
     states = top[state_name]  # (B, T, H)
-    units, r = F.informative_units(states, y, lengths, k=min(4, rnn.hidden_size))
+    target = sequence_target(y)
+    units, r = F.informative_units(states, target, lengths, k=min(4, rnn.hidden_size))
     order = list(np.argsort(-np.abs(r), kind="stable"))
     markers = _marker_steps(batch, loaded.datamodule)
     jump = F.marker_jump_ratio(states, markers) if markers is not None else None
@@ -180,7 +198,7 @@ def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_exa
         for rec in records:
             suffix = f"l{rec['layer']}" + ("_rev" if rec["direction"] else "")
             path = out / f"gates_ex{b}_{suffix}.png"
-            caption = f"y = {y[b].item():.3f}" if y.dim() == 1 else ""
+            caption = f"target {_fmt(target[b])}"
             F.plot_gate_heatmaps(rec, b, path, inputs=x[b], markers=marks[b], length=T,
                                  unit_order=order[:max_units] if rec is top else list(range(min(H, max_units))),
                                  title=f"{label}: layer {rec['layer']}, example {b} {caption}"
@@ -195,13 +213,13 @@ def inspect_sequence(loaded: Loaded, batch, flow: GradientFlow, out: Path, n_exa
         path = out / f"walkthrough_unit{u}.png"
         F.plot_unit_walkthrough(top, u, 0, path, inputs=x[0], markers=marks[0], length=T0,
                                 title=f"{label}: unit {u} of layer {top['layer']}, example 0"
-                                      + (f" (target {y[0].item():.3f})" if y.dim() == 1 else ""))
+                                      + f" (target {_fmt(target[0])})")
         files.append(path)
     captions = []
     for b in range(n_examples):
-        c = f"example {b}"
+        c = f"example {b}: target {_fmt(target[b])}"
         if y.dim() == 1 and y.is_floating_point():
-            c += f": target {y[b].item():.3f}, prediction {pred.reshape(B, -1)[b, 0].item():.3f}"
+            c += f", prediction {pred.reshape(B, -1)[b, 0].item():.3f}"
         captions.append(c)
     labels = [f"unit {u} (r={r[u]:+.2f}" + (f", jump x{jump[u]:.0f})" if jump is not None else ")") for u in units]
     path = out / "units.png"
