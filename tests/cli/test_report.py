@@ -14,10 +14,10 @@ NLL = {  # test/nll of three trials per cell
 }
 
 
-def make_run(d, cell, lr, nll, curve=True):
+def make_run(d, cell, lr, nll, curve=True, seed=0):
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "overrides.yaml").write_text(
-        f"- model/cell={cell}\n- model.optimizer.lr={lr}\n- experiment=greff_jsb\n")
+        f"- model/cell={cell}\n- model.optimizer.lr={lr}\n- experiment=greff_jsb\n- greff_trial=t0{seed}\n")
     (d / ".hydra" / "config.yaml").write_text("seed: 1\n")
     if nll is not None:
         (d / "metrics.json").write_text(json.dumps({"test/nll": nll, "val/nll": nll - 0.1, "task_name": "x"}))
@@ -33,7 +33,7 @@ def multirun(tmp_path):
     job = 0
     for cell, vals in NLL.items():
         for v in vals:
-            make_run(root / str(job), cell, 10 ** (-3 + 0.1 * job), v, curve=job % 2 == 0)
+            make_run(root / str(job), cell, 10 ** (-3 + 0.1 * job), v, curve=job % 2 == 0, seed=job % 3)
             job += 1
     make_run(root / str(job), "nfg", 0.5, None)  # a failed run: no metrics.json
     return root
@@ -49,7 +49,9 @@ def welch(a, b):
 def test_groups_by_the_repeated_swept_key(multirun):
     runs = find_runs(multirun)
     assert len(runs) == 10
-    assert default_group_keys(runs) == ["model/cell"]  # the lr is new in every run: a search, not a group
+    # the lr is new in every run: a search, not a group; greff_trial repeats but indexes repetitions
+    assert default_group_keys(runs) == ["model/cell"]
+    assert default_group_keys(runs, replicate_keys=()) == ["model/cell", "greff_trial"]
 
 
 def test_report_numbers(multirun, tmp_path):

@@ -9,8 +9,9 @@ written by ``recur-attn-train``) and its CSV log (``csv/version_*/metrics.csv``)
 for the learning curves. Runs are grouped by the swept key(s): by default the
 override keys that vary across runs and repeat (``model/cell`` in a study of
 variants; keys with a new value in every run, like a random search's learning
-rate, are the search, not the grouping; ``seed`` never groups), or the keys given
-with ``--group-by``.
+rate, are the search, not the grouping; ``seed`` and ``greff_trial`` index
+repetitions and never group, nor do keys named with ``--replicate-key``), or the keys
+given with ``--group-by``.
 
 Written to ``--out`` (default ``PATH/report``):
 
@@ -47,7 +48,8 @@ from scipy import stats  # noqa: E402
 
 DEFAULT_METRICS = ("test/nll", "test/bpc", "test/loss", "test/mse", "test/acc", "test/bleu4")
 MAXIMIZED = ("acc", "bleu", "accuracy", "f1")
-NEVER_GROUP = ("seed",)
+# keys that index repetitions (seeds, the trials of a search), never variants
+REPLICATE_KEYS = ("seed", "greff_trial")
 
 
 @dataclass
@@ -126,11 +128,12 @@ def swept_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
 
 
-def default_group_keys(runs: list[Run]) -> list[str]:
-    """Swept keys whose values repeat across runs (variants), not those new in every run (a search)."""
+def default_group_keys(runs: list[Run], replicate_keys=REPLICATE_KEYS) -> list[str]:
+    """Swept keys whose values repeat across runs (variants), not those new in every run (a search),
+    nor the keys that index repetitions (``replicate_keys``)."""
     out = []
     for k in swept_keys(runs):
-        if k in NEVER_GROUP or k.startswith("hydra."):
+        if k in replicate_keys or k.startswith("hydra."):
             continue
         values = [r.overrides.get(k) for r in runs]
         if len(set(values)) < len(values):
@@ -275,7 +278,8 @@ def curves_plot(runs: list[Run], keys: list[str], metric: str) -> bytes | None:
 
 def build_report(root: str | Path, out: str | Path | None = None, metric: str | None = None,
                  mode: str | None = None, group_by: list[str] | None = None, baseline: str | None = "vanilla",
-                 top_k: int = 10, alpha: float = 0.05) -> dict[str, Any]:
+                 top_k: int = 10, alpha: float = 0.05,
+                 replicate_keys: tuple[str, ...] = REPLICATE_KEYS) -> dict[str, Any]:
     """Read the runs under ``root`` and write the report; returns what it wrote and the table."""
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
@@ -287,7 +291,7 @@ def build_report(root: str | Path, out: str | Path | None = None, metric: str | 
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    keys = list(group_by) if group_by else default_group_keys(runs)
+    keys = list(group_by) if group_by else default_group_keys(runs, replicate_keys)
     groups_present = {group_name(r, keys) for r in runs}
     if baseline is not None and baseline not in groups_present:
         baseline = None
@@ -360,12 +364,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mode", choices=("min", "max"), default=None, help="lower or higher is better")
     ap.add_argument("--group-by", action="append", default=None,
                     help="override key to group runs by (repeatable; default: the swept keys that repeat)")
+    ap.add_argument("--replicate-key", action="append", default=[],
+                    help=f"an override key that indexes repetitions, never a group (besides {REPLICATE_KEYS})")
     ap.add_argument("--baseline", default="vanilla", help="group the t-tests compare against (default vanilla)")
     ap.add_argument("--top-k", type=int, default=10, help="trials per group in 'top-k' and the box plots")
     ap.add_argument("--alpha", type=float, default=0.05, help="significance level of the t-tests")
     args = ap.parse_args(argv)
     res = build_report(args.path, args.out, args.metric, args.mode, args.group_by, args.baseline,
-                       args.top_k, args.alpha)
+                       args.top_k, args.alpha, REPLICATE_KEYS + tuple(args.replicate_key))
     print(markdown_table(res["table"], res["metric"], res["baseline"]))
     print(f"wrote {res['out'] / 'report.html'} and {res['out'] / 'report.md'}")
 
