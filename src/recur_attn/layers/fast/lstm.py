@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .common import stash, take
+from .common import from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
 
 
 @dataclass(frozen=True)
@@ -84,22 +84,35 @@ def _rows(buf: Tensor, t: int, b: int) -> Tensor:
     return buf[t] if b == buf.shape[1] else buf[t, :b]
 
 
-def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor, wgh: Tensor | None,
-                 p_if: Tensor | None, p_o: Tensor | None, xd: Tensor | None, w_cd: Tensor | None,
+def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor, bias: Tensor, whh: Tensor,
+                 wgh: Tensor | None, p_if: Tensor | None, p_o: Tensor | None, w_cd: Tensor | None,
                  w_ld: Tensor | None, below: Tensor | None, h0: Tensor, c0: Tensor, a0: Tensor | None,
                  save: bool, want_cseq: bool):
-    """Run the recurrence. xw (T, B, G*H) in internal order; returns a dict of buffers."""
-    T, B, GH = xw.shape
+    """Run the layer. inp (T, B, I); wih (G*H [+ H], I), bias: input weights and both biases in
+    internal order (the depth gate's block last). Returns a dict of buffers."""
+    T, B = inp.shape[0], inp.shape[1]
     H = cfg.H
-    dev, dt = xw.device, xw.dtype
+    GH = whh.shape[0]
+    dev, dt = inp.device, inp.dtype
+    so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
+    # g = tanh(a_g) as 2 sigmoid(2 a_g) - 1 (see common.py): the g rows get a factor 2, and one
+    # sigmoid covers every block
+    sig_g = cfg.input_activation and sigmoid_tanh(inp)
+    if sig_g:
+        wih, bias, whh = wih.clone(), bias.clone(), whh.clone()
+        for w in (wih, bias, whh):
+            w[sg].mul_(2)
+    # input projection of all steps, one GEMM; its rows become the gate activations in place
+    P = torch.addmm(bias, inp.reshape(T * B, -1), wih.t())  # (T*B, G*H [+ H])
+    xw = P.view(T, B, -1)[..., :GH]
+    xd = P.view(T, B, -1)[..., GH:] if cfg.depth else None
     alloc = torch.zeros if bs is not None else torch.empty
     whh_t = whh.t()  # (H, G*H)
     wgh_t = None if wgh is None else wgh.t()
     nG = cfg.n_gated
-    so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
     peep_o = cfg.peepholes and cfg.output_gate
     # buffers: gate activations, cells, tanh(c), outputs, depth gates
-    A = alloc(T, B, GH, device=dev, dtype=dt) if (save or cfg.fgr) else torch.empty(B, GH, device=dev, dtype=dt)
+    A = xw  # the kernel owns xw: its rows become the gate activations in place (no copy)
     keep_c = save or want_cseq
     C = alloc(T + 1, B, H, device=dev, dtype=dt) if keep_c else torch.empty(2, B, H, device=dev, dtype=dt)
     C[0] = c0
@@ -107,16 +120,14 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor,
     if cfg.output_activation:
         TC = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
     Hout = alloc(T, B, H, device=dev, dtype=dt)
-    D = None
-    if cfg.depth:
-        D = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
+    D = xd  # likewise the depth gates' input projection becomes the depth gates
     tmp = torch.empty(B, H, device=dev, dtype=dt) if not cfg.forget_gate else None
     p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
-        a = (_rows(A, t, b) if A.dim() == 3 else A[:b])  # (b, G*H)
-        torch.addmm(_rows(xw, t, b), h_prev[:b] if h_prev.shape[0] != b else h_prev, whh_t, out=a)
+        a = _rows(A, t, b)  # (b, G*H)
+        a.addmm_(h_prev[:b] if h_prev.shape[0] != b else h_prev, whh_t)
         if cfg.fgr:
             a_prev = a0[:b] if t == 0 else A[t - 1, :b, :nG * H]
             a[:, :nG * H].addmm_(a_prev, wgh_t)
@@ -129,12 +140,12 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor,
             k = cfg.peep_if
             lo = H if cfg.output_gate else 0
             a[:, lo:lo + k * H].view(b, k, H).addcmul_(c_prev.unsqueeze(1), p_if3)
-        if peep_o:
-            a[:, H:nG * H].sigmoid_()
-        elif nG:
-            a[:, :nG * H].sigmoid_()
+        stop = GH if sig_g else nG * H
+        a[:, H if peep_o else 0:stop].sigmoid_()
         g = a[:, sg]
-        if cfg.input_activation:
+        if sig_g:
+            from_sigmoid_(g)
+        elif cfg.input_activation:
             g.tanh_()
         # c = f * c_prev + i * g   (variants: f = 1, f = 1 - i, i = 1)
         if cfg.forget_gate:
@@ -152,9 +163,9 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor,
         else:
             torch.add(c_prev, g, out=c)
         if cfg.depth:
-            d = D[t, :b] if save else D[:b]
+            d = D[t, :b]
             bl = below[t, :b]
-            torch.addcmul(xd[t, :b], c_prev, w_cd, out=d)
+            d.addcmul_(c_prev, w_cd)
             d.addcmul_(bl, w_ld).sigmoid_()
             c.addcmul_(d, bl)
         if peep_o:
@@ -163,7 +174,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor,
         h = Hout[t, :b]
         if cfg.output_activation:
             hc = TC[t, :b] if save else TC[:b]
-            torch.tanh(c, out=hc)
+            tanh_out(c, hc)
         else:
             hc = c
         if cfg.output_gate:
@@ -171,7 +182,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, xw: Tensor, whh: Tensor,
         else:
             h.copy_(hc)
         h_prev = Hout[t]
-    return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0}
+    return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -186,28 +197,40 @@ class LSTMSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cfg, bs, lengths, xw, whh, wgh, p_if, p_o, xd, w_cd, w_ld, below, h0, c0, a0, want_cseq):
-        res = lstm_forward(cfg, bs, xw, whh, wgh, p_if, p_o, xd, w_cd, w_ld, below, h0, c0, a0,
+    def forward(ctx, cfg, bs, lengths, inp, wih, bias, whh, wgh, p_if, p_o, w_cd, w_ld, below, h0, c0, a0,
+                want_cseq):
+        res = lstm_forward(cfg, bs, inp, wih, bias, whh, wgh, p_if, p_o, w_cd, w_ld, below, h0, c0, a0,
                            save=True, want_cseq=want_cseq)
-        outs = list(lstm_outputs(cfg, res, lengths, xw.shape[0], want_cseq))
+        outs = list(lstm_outputs(cfg, res, lengths, inp.shape[0], want_cseq))
         ctx.cfg, ctx.bs, ctx.lengths, ctx.want_cseq = cfg, bs, lengths, want_cseq
-        stash(ctx, res)
-        ctx.save_for_backward(whh, wgh, p_if, p_o, w_cd, w_ld, below, a0)
+        stash(ctx, {k: v for k, v in res.items() if k not in ("A", "D")})  # those two are views of P
+        ctx.save_for_backward(inp, wih, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0)
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dhT, dcT, *rest):
         cfg, bs, lengths = ctx.cfg, ctx.bs, ctx.lengths
-        whh, wgh, p_if, p_o, w_cd, w_ld, below, a0 = ctx.saved_tensors
+        inp, wih, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0 = ctx.saved_tensors
         rest = list(rest)
         daT = rest.pop(0) if cfg.fgr else None
         dcseq = rest.pop(0) if ctx.want_cseq else None
         bufs = take(ctx, "LSTM")
+        T, B = inp.shape[0], inp.shape[1]
+        P3 = bufs["P"].view(T, B, -1)
+        GH = whh.shape[0]
+        bufs["A"], bufs["D"] = P3[..., :GH], (P3[..., GH:] if cfg.depth else None)
         grads = lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0,
                               dout, dhT, dcT, daT, dcseq)
-        dxw, dwhh, dwgh, dpif, dpo, dxd, dwcd, dwld, dbelow, dh0, dc0, da0 = grads
-        return (None, None, None, dxw, dwhh, dwgh, dpif, dpo, dxd, dwcd, dwld, dbelow, dh0, dc0, da0, None)
+        _, dwhh, dwgh, dpif, dpo, _, dwcd, dwld, dbelow, dh0, dc0, da0 = grads
+        # the input projection's gradients, one GEMM each, from the pre-activation gradients P
+        P = bufs["P"]  # (T*B, G*H [+ H])
+        x2 = inp.reshape(-1, inp.shape[-1])
+        dinp = torch.mm(P, wih).view(inp.shape) if ctx.needs_input_grad[3] else None
+        dwih = torch.mm(P.t(), x2) if ctx.needs_input_grad[4] else None
+        dbias = P.sum(0) if ctx.needs_input_grad[5] else None
+        return (None, None, None, dinp, dwih, dbias, dwhh, dwgh, dpif, dpo, dwcd, dwld, dbelow, dh0, dc0, da0,
+                None)
 
 
 def lstm_outputs(cfg: LSTMConfig, res: dict, lengths: Tensor | None, T: int, want_cseq: bool):
@@ -266,6 +289,10 @@ def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below
     for t in range(T - 1, -1, -1):
         b = B if bs is None else bs[t]
         b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+        if b < B:  # rows past their end: no gradient (xw holds its projections there)
+            A[t, b:].zero_()
+            if D is not None:
+                D[t, b:].zero_()
         a = A[t, :b]  # activations of step t -> overwritten with d(pre-activations)
         dh = DH[t, :b]
         if b1:

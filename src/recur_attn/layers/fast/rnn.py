@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .common import tanh_
+
 
 def _finals(Hout: Tensor, lengths: Tensor | None) -> Tensor:
     T = Hout.shape[0]
@@ -64,11 +66,11 @@ def elman_forward(bs, xw, whh, h0, relu: bool, units: list[int] | None):
         h = Hout[t, :b]
         if units is None:
             torch.addmm(xw[t, :b], hp, whh_t, out=h)
-            h.relu_() if relu else h.tanh_()
+            h.relu_() if relu else tanh_(h)
         else:
             u = units[t]
             hu = h[:, :u]
-            torch.addmm(xw[t, :b, :u], hp, whh_t[:, :u], out=hu).tanh_()
+            tanh_(torch.addmm(xw[t, :b, :u], hp, whh_t[:, :u], out=hu))
             if u < H:
                 h[:, u:].copy_(hp[:, u:])
         h_prev = Hout[t]
