@@ -28,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from recur_attn.data.resumable import ResumableDataLoader
 from recur_attn.data.vocab import BOS, EOS, KINDS, PAD, Tokenizer, train_tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -40,12 +41,12 @@ def read_tsv_pairs(path: str | Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"no such TSV file: {path}")
     pairs = []
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if True:
-        for lineno, line in enumerate(lines, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):  # lines end at "\n" only, as editors count them
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
                 continue
@@ -171,7 +172,8 @@ class PairsDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self._build()
         gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+        loader_cls = ResumableDataLoader if shuffle else DataLoader  # exact mid-epoch resume
+        return loader_cls(self.datasets[split], batch_size=self.batch_size if split == "train" else self.eval_batch_size,
                           shuffle=shuffle, generator=gen, collate_fn=collate_pairs,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

@@ -24,7 +24,9 @@ where L counts the generated tokens including the end token. A hypothesis that
 has emitted ``eos_id`` keeps its score and is continued with ``pad_id`` at no
 cost. The search stops when every beam of every sentence has ended or after
 ``max_len`` tokens; the beams that have not ended by then are returned too
-(``finished`` tells which did), so there is always a result.
+(``finished`` tells which did), so there is always a result. When K exceeds
+the number of hypotheses there are (K > V at the first step), the extra
+beams have score -inf, count as ended and come last.
 """
 
 from __future__ import annotations
@@ -116,8 +118,6 @@ def beam_search(step: StepFn, state: Any, batch_size: int, beam_size: int, *, bo
     for t in range(max_len):
         logp, state = step(tokens, state)  # (B*K, V)
         V = logp.shape[-1]
-        if K > V:
-            raise ValueError(f"beam_size {K} is larger than the vocabulary ({V})")
         logp = logp.float().view(B, K, V)
         if cont is None:
             cont = torch.full((V,), float("-inf"), device=logp.device)
@@ -130,7 +130,8 @@ def beam_search(step: StepFn, state: Any, batch_size: int, beam_size: int, *, bo
         beam, tok = idx // V, idx % V
         scores = cand.view(B, K * V).gather(1, idx)
         lengths = new_len.gather(1, beam)
-        finished = finished.gather(1, beam) | (tok == eos_id)
+        # a beam whose score is -inf (K larger than the hypotheses there are) is dead: ended
+        finished = finished.gather(1, beam) | (tok == eos_id) | torch.isneginf(scores)
         history = torch.cat([history.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)),
                              tok.unsqueeze(-1)], dim=-1)  # (B, K, t+1)
         state = reorder_state(state, (offsets + beam).view(-1))

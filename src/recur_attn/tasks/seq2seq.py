@@ -71,6 +71,8 @@ class Seq2SeqTask(BaseTask):
                  scheduler_monitor: str = "val/loss", scheduler_interval: str = "epoch",
                  compile: bool = False) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_monitor, scheduler_interval, compile)
+        metrics = [str(m) for m in metrics]  # a plain list (not Hydra's ListConfig) in the hparams
+        # the partials are not saved: checkpoints stay loadable with weights_only=True
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         metrics = tuple(metrics)
         bad = [m for m in metrics if m not in METRICS]
