@@ -95,7 +95,8 @@ def test_inspect_char_model_writes_coloured_text(tmp_path):
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
             cfg = compose(config_name="train", overrides=[
-                "data=chars", "model=charlm", f"data.files=[{text}]", "data.seq_len=40", "data.batch_size=4",
+                "data=chars", "model=charlm", f"data.files=[{text}]", "data.split=[0.5,0.1,0.4]",
+                "data.seq_len=40", "data.batch_size=4",
                 "model.net.hidden_size=8", "model.net.embedding_size=4", "model.net.num_layers=1",
                 "trainer.max_steps=2", "trainer.val_check_interval=2", "++trainer.enable_progress_bar=false",
                 "++trainer.enable_model_summary=false", "callbacks.rich_progress_bar=null",
@@ -115,5 +116,9 @@ def test_inspect_char_model_writes_coloured_text(tmp_path):
     assert set(entry["char_units"]) == {"inside_quotes", "line_position", "bracket_depth"}
     page = (out / "0_lstm" / "units.html").read_text()
     spans = page.count("<span")
-    assert page.count("<h2>") == 3 and spans % 3 == 0 and spans >= 3 * 20  # the same text, thrice
-    _check_png(out / "gradient_flow.png")
+    assert page.count("<h2>") == 3 and spans % 3 == 0 and spans >= 3 * 60  # the same text, thrice
+    assert "<span style='background:rgb(" in page
+    pngs = [f for f in entry["files"] if f.endswith(".png")]
+    assert sorted(pngs) == [f"0_lstm/chars_{k}.png" for k in ("bracket_depth", "inside_quotes", "line_position")]
+    for f in pngs + ["gradient_flow.png"]:
+        _check_png(out / f)

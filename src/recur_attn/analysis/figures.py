@@ -39,6 +39,7 @@ __all__ = [
     "char_features",
     "find_char_units",
     "char_html",
+    "plot_char_activations",
 ]
 
 #: what each recorded quantity is, for panel titles
@@ -426,3 +427,37 @@ def char_html(text: str, sections: Sequence[tuple[str, np.ndarray]], title: str 
         parts.append("</pre>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def plot_char_activations(text: str, acts: np.ndarray, path: str | Path, *, title: str = "",
+                          width: int = 80) -> Path:
+    """The text as a PNG (monospace, wrapped at ``width`` columns, newlines kept), each
+    character on a background coloured by its activation in [-1, 1] (blue / white / red):
+    :func:`char_html` for places that show images but not HTML (e.g. a README).
+    """
+    acts = np.asarray(acts, dtype=float)
+    if acts.shape[0] != len(text):
+        raise ValueError(f"plot_char_activations: {acts.shape[0]} activations for {len(text)} characters")
+    cells, row, col = [], 0, 0  # (row, col, char, activation)
+    for ch, v in zip(text, acts):
+        if col >= width:
+            row, col = row + 1, 0
+        cells.append((row, col, "\u21b5" if ch == "\n" else ch, v))
+        if ch == "\n":
+            row, col = row + 1, 0
+        else:
+            col += 1
+    rows = row + 1
+    fig = plt.figure(figsize=(0.11 * width + 0.4, 0.22 * rows + 0.6))
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.45 / fig.get_figheight()))
+    ax.set_xlim(0, width)
+    ax.set_ylim(rows, 0)
+    ax.axis("off")
+    cmap = plt.get_cmap("bwr")
+    for r, c, ch, v in cells:
+        ax.add_patch(matplotlib.patches.Rectangle((c, r), 1, 1, color=cmap((np.clip(v, -1, 1) + 1) / 2), lw=0))
+        if not ch.isspace():
+            ax.text(c + 0.5, r + 0.55, ch, ha="center", va="center", fontsize=8, family="monospace")
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig.get_figheight(), va="top")
+    return _save(fig, path)

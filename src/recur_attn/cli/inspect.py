@@ -19,8 +19,8 @@ examples: the data are seeded) it writes, per checkpoint ``<k>_<cell>/``:
 * ``units.png``: the trajectories of the most informative units (adding problem:
   ranked by the correlation of their final cell state with the target, with the
   ratio of their movement at the two marked steps to elsewhere);
-* for character models, ``units.html``: the text coloured by the units that
-  correlate most with quote marks, position in the line and bracket depth;
+* for character models, ``units.html`` (and ``chars_<feature>.png``): the text coloured
+  by the units that correlate most with quote marks, position in the line and bracket depth;
 
 and for all checkpoints together ``gradient_flow.png`` (||dL/dh_t||, ||dL/dc_t||
 against t, log scale), ``summary.json`` and an ``index.html`` linking everything.
@@ -240,7 +240,7 @@ def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_ch
     dm.setup("test" if split == "test" else "fit")
     net = task.net
     rnn = find_recurrent(net)
-    xs, acts, state = [], [], None
+    xs, valid, state = [], [], None
     loader = iter(getattr(dm, f"{split}_dataloader")())
     with torch.no_grad(), rnn.recording() as recs:
         for _ in range(n_chunks):
@@ -251,29 +251,39 @@ def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_ch
             state = net.reset_state(state, batch["reset"]) if "reset" in batch else state
             _, state = net(batch["x"], state)
             xs.append(batch["x"])
+            # padding past a document's end has no target: leave it out of the text
+            valid.append(batch["y"] != -100 if "y" in batch else torch.ones_like(batch["x"], dtype=torch.bool))
     if not xs:
         raise ValueError(f"the {split} split of {type(dm).__name__} is empty")
     top = [r for r in recs if r["layer"] == rnn.num_layers - 1 and r["direction"] == 0]
     name = "c" if "c" in top[0] else "h"
-    acts = torch.cat([r[name] for r in top], 1)  # (B, K*T, H)
+    acts_all = torch.cat([r[name] for r in top], 1)  # (B, K*T, H)
     ids = torch.cat(xs, 1)  # (B, K*T)
-    B = ids.shape[0]
-    texts = [dm.vocab.decode(ids[b].tolist()) for b in range(B)]
+    keep = torch.cat(valid, 1)  # (B, K*T)
+    rows = [b for b in range(ids.shape[0]) if bool(keep[b].any())]
+    texts = [dm.vocab.decode(ids[b][keep[b]].tolist()) for b in rows]
+    acts = [acts_all[b][keep[b]] for b in rows]  # each (N_b, H)
     feats = [F.char_features(t) for t in texts]
     all_feats = {k: np.concatenate([f[k] for f in feats]) for k in feats[0]}
-    found = F.find_char_units(acts.reshape(-1, acts.shape[-1]), all_feats)
+    found = F.find_char_units(torch.cat(acts, 0), all_feats)
     text0 = texts[0][:n_chars]
     sections = []
     for feat, (u, corr) in found.items():
-        a = acts[0, : len(text0), u]
+        a = acts[0][: len(text0), u]
         shown = torch.tanh(a) if name == "c" else a
         sections.append((f"{feat}: unit {u} (r = {corr:+.2f}, colour: {'tanh(c)' if name == 'c' else 'h'})",
                          shown.numpy()))
     page = F.char_html(text0, sections, title=f"{label}: units of layer {rnn.num_layers - 1}")
     path = out / "units.html"
     path.write_text(page, encoding="utf-8")
+    files = [path]
+    for (feat, (u, corr)), (_, shown) in zip(found.items(), sections):
+        files.append(F.plot_char_activations(text0, shown, out / f"chars_{feat}.png",
+                                             title=f"{label}: unit {u}, r = {corr:+.2f} with {feat} "
+                                                   f"(background: {'tanh(c)' if name == 'c' else 'h'}, "
+                                                   f"blue -1, red +1)"))
     return {"state": name, "char_units": {k: {"unit": u, "r": round(c, 4)} for k, (u, c) in found.items()},
-            "files": [str(path.relative_to(out.parent))]}
+            "files": [str(p.relative_to(out.parent)) for p in files]}
 
 
 def write_index(out: Path, summary: dict[str, Any]) -> Path:
