@@ -91,6 +91,7 @@ def test_repository_copy_is_the_boulanger_lewandowski_split(tmp_path):
     assert [dm.splits[s].num_frames for s in ("train", "valid", "test")] == [13807, 4602, 4725]
 
 
+@pytest.mark.slow  # importing music21 takes seconds
 def test_music21_quantisation_on_a_hand_made_score():
     m21 = pytest.importorskip("music21")
     from recur_attn.data.music import music21_chorale_roll

@@ -61,6 +61,7 @@ def test_split_metric_averages_over_all_frames_not_batches():
     assert abs(sum(batch_means) / 2 - total / count) > 0.01  # a mean of batch means would differ
 
 
+@pytest.mark.slow
 def test_fit_and_test_on_jsb_logs_nll(tmp_path):
     torch.manual_seed(0)
     dm = JSBChoralesDataModule(batch_size=32)
