@@ -127,14 +127,16 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
     grad = torch.is_grad_enabled()
     dev = inp.device
     if isinstance(cell, GRUCell) and cell.reset_after:
-        xw = linear(inp, p["weight_ih"], p["bias_ih"])  # (T, B, 3H)
-        dt = xw.dtype
-        whh, bhh, h0 = _cast(p["weight_hh"], dt), _cast(p["bias_hh"], dt), _cast(s0[0], dt)
+        dt = _compute_dtype(inp)
+        bhh = p["bias_hh"]
+        bias = p["bias_ih"] + torch.cat([bhh[: 2 * H], bhh.new_zeros(H)])  # b_hr, b_hz folded in
+        args = (_cast(inp, dt), _cast(p["weight_ih"], dt), _cast(bias, dt), _cast(p["weight_hh"], dt),
+                _cast(bhh[2 * H:], dt), _cast(s0[0], dt))
         with torch.autocast(dev.type, enabled=False):
             if grad:
-                out, hT = GRUAfterSequence.apply(bs, lengths, xw, whh, bhh, h0)
+                out, hT = GRUAfterSequence.apply(bs, lengths, *args)
             else:
-                out = gru_after_forward(bs, xw, whh, bhh, h0, save=False)["H"]
+                out = gru_after_forward(bs, *args, save=False)["H"]
                 hT = _final(out, lengths)
         return out, (hT,), None
     if isinstance(cell, GRUCell):  # Cho's form
@@ -176,20 +178,20 @@ def _final(out: Tensor, lengths: Tensor | None) -> Tensor:
 def _run_elman(cell, p, inp, s0, bs, lengths):
     T = inp.shape[0]
     dev = inp.device
-    xw = linear(inp, p["weight_ih"], p["bias_ih"] + p["bias_hh"])  # (T, B, H)
-    dt = xw.dtype
+    dt = _compute_dtype(inp)
     if isinstance(cell, ClockworkCell):
         whh = p["weight_hh"] * cell.hh_mask.to(device=dev, dtype=p["weight_hh"].dtype)
         units = tick_units(cell.periods, cell.module_size, T)
         relu, periods, msize = False, cell.periods, cell.module_size
     else:
         whh, units, relu, periods, msize = p["weight_hh"], None, cell.nonlinearity == "relu", None, None
+    inp, wih, bias = _cast(inp, dt), _cast(p["weight_ih"], dt), _cast(p["bias_ih"] + p["bias_hh"], dt)
     whh, h0 = _cast(whh, dt), _cast(s0[0], dt)
     with torch.autocast(dev.type, enabled=False):
         if torch.is_grad_enabled():
-            out, hT = ElmanSequence.apply(bs, lengths, relu, units, periods, msize, xw, whh, h0)
+            out, hT = ElmanSequence.apply(bs, lengths, relu, units, periods, msize, inp, wih, bias, whh, h0)
         else:
-            out = elman_forward(bs, xw, whh, h0, relu, units)
+            out = elman_forward(bs, inp, wih, bias, whh, h0, relu, units)
             hT = _final(out, lengths)
     return out, (hT,), None
 

@@ -46,52 +46,59 @@ def _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt):
 
 
 # ============================================================ nn.GRU's form
-def gru_after_forward(bs, xw, whh, bhh, h0, save: bool):
-    """xw (T, B, 3H) = W_ih x + b_ih; whh (3H, H); bhh (3H,): gh = W_hh h + b_hh as nn.GRU."""
-    T, B, H3 = xw.shape
+def gru_after_forward(bs, inp, wih, bias, whh, bhn, h0, save: bool):
+    """inp (T, B, I); wih (3H, I); bias = b_ih + [b_hr, b_hz, 0]; whh (3H, H); bhn = b_hn (H,).
+
+    The input projection of all steps is one GEMM whose rows become the gate activations in
+    place; gh = W_hh h (+ b_hn on its n block) per step as nn.GRU.
+    """
+    T, B = inp.shape[0], inp.shape[1]
+    H3 = whh.shape[0]
     H = H3 // 3
-    dev, dt = xw.device, xw.dtype
+    dev, dt = inp.device, inp.dtype
     alloc = torch.zeros if bs is not None else torch.empty
-    A = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
+    P = torch.addmm(bias, inp.reshape(T * B, -1), wih.t())  # (T*B, 3H)
+    A = P.view(T, B, H3)
     GH = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
     Hout = alloc(T, B, H, device=dev, dtype=dt)
     whh_t = whh.t()
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
-        a = A[t, :b] if save else A[:b]
+        a = A[t, :b]
         gh = GH[t, :b] if save else GH[:b]
         hp = h_prev[:b]
-        torch.addmm(bhh, hp, whh_t, out=gh)  # (b, 3H)
-        x = xw[t, :b]
-        torch.add(x[:, :2 * H], gh[:, :2 * H], out=a[:, :2 * H]).sigmoid_()  # r, z
+        torch.mm(hp, whh_t, out=gh)  # (b, 3H)
+        gh[:, 2 * H:].add_(bhn)
+        a[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()  # r, z
         n = a[:, 2 * H:]
-        tanh_(torch.addcmul(x[:, 2 * H:], a[:, :H], gh[:, 2 * H:], out=n))
+        tanh_(n.addcmul_(a[:, :H], gh[:, 2 * H:]))
         h = Hout[t, :b]
         torch.sub(hp, n, out=h)
         h.mul_(a[:, H:2 * H]).add_(n)  # h = n + z (h_prev - n)
         h_prev = Hout[t]
-    return {"A": A, "GH": GH, "H": Hout, "h0": h0}
+    return {"P": P, "GH": GH, "H": Hout, "h0": h0}
 
 
 class GRUAfterSequence(torch.autograd.Function):
     """nn.GRU's recurrence over a whole sequence; hand-written backward."""
 
     @staticmethod
-    def forward(ctx, bs, lengths, xw, whh, bhh, h0):
-        res = gru_after_forward(bs, xw, whh, bhh, h0, save=True)
+    def forward(ctx, bs, lengths, inp, wih, bias, whh, bhn, h0):
+        res = gru_after_forward(bs, inp, wih, bias, whh, bhn, h0, save=True)
         ctx.bs, ctx.lengths = bs, lengths
         stash(ctx, res)
-        ctx.save_for_backward(whh)
+        ctx.save_for_backward(inp, wih, whh)
         return res["H"], _finals(res["H"], lengths)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dhT):
-        (whh,) = ctx.saved_tensors
+        inp, wih, whh = ctx.saved_tensors
         bs, lengths, bufs = ctx.bs, ctx.lengths, take(ctx, "GRU")
-        A, GH, Hout, h0 = bufs["A"], bufs["GH"], bufs["H"], bufs["h0"]
-        T, B, H3 = A.shape
+        GH, Hout, h0 = bufs["GH"], bufs["H"], bufs["h0"]
+        T, B, H3 = GH.shape
+        A = bufs["P"].view(T, B, H3)
         H = H3 // 3
         dev, dt = A.device, A.dtype
         DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)
@@ -101,6 +108,8 @@ class GRUAfterSequence(torch.autograd.Function):
         for t in range(T - 1, -1, -1):
             b = B if bs is None else bs[t]
             b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+            if b < B:  # rows past their end: no gradient (A holds their projections)
+                A[t, b:].zero_()
             dh = DH[t, :b]
             if b1:
                 dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
@@ -131,8 +140,12 @@ class GRUAfterSequence(torch.autograd.Function):
         dwhh = torch.mm(dGH[0].t(), h0)
         if T > 1:
             dwhh.addmm_(dGH[1:].reshape(-1, H3).t(), Hout[:-1].reshape(-1, H))
-        dbhh = dGH.sum((0, 1))
-        return None, None, dxw, dwhh, dbhh, dh0
+        dbhn = dGH[..., 2 * H:].sum((0, 1))
+        dP = dxw.view(T * B, H3)
+        dinp = torch.mm(dP, wih).view(inp.shape) if ctx.needs_input_grad[2] else None
+        dwih = torch.mm(dP.t(), inp.reshape(T * B, -1)) if ctx.needs_input_grad[3] else None
+        dbias = dP.sum(0) if ctx.needs_input_grad[4] else None
+        return None, None, dinp, dwih, dbias, dwhh, dbhn, dh0
 
 
 # ============================================================ reset before the matmul

@@ -53,25 +53,31 @@ def tick_units(periods: tuple[int, ...], module_size: int, T: int) -> list[int] 
     return out
 
 
-def elman_forward(bs, xw, whh, h0, relu: bool, units: list[int] | None):
-    """xw (T, B, H) = W_ih x + b_ih + b_hh; whh (H, H) (clockwork: already masked)."""
-    T, B, H = xw.shape
-    dev, dt = xw.device, xw.dtype
-    Hout = (torch.zeros if bs is not None else torch.empty)(T, B, H, device=dev, dtype=dt)
+def elman_forward(bs, inp, wih, bias, whh, h0, relu: bool, units: list[int] | None):
+    """inp (T, B, I); wih (H, I), bias = b_ih + b_hh; whh (H, H) (clockwork: already masked).
+
+    The input projection of all steps is one GEMM whose (T, B, H) result becomes the output
+    sequence in place: h_t = phi(P_t + h_{t-1} W_hh^T) (no copies).
+    """
+    T, B = inp.shape[0], inp.shape[1]
+    H = whh.shape[0]
+    Hout = torch.empty(T, B, H, device=inp.device, dtype=inp.dtype)  # not a view: it is returned
+    torch.addmm(bias, inp.reshape(T * B, -1), wih.t(), out=Hout.view(T * B, H))
     whh_t = whh.t()
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
         hp = h_prev[:b]
+        if b < B:
+            Hout[t, b:].zero_()  # past a sequence's end the output is zero
         h = Hout[t, :b]
         if units is None:
-            torch.addmm(xw[t, :b], hp, whh_t, out=h)
+            h.addmm_(hp, whh_t)
             h.relu_() if relu else tanh_(h)
         else:
             u = units[t]
-            hu = h[:, :u]
-            tanh_(torch.addmm(xw[t, :b, :u], hp, whh_t[:, :u], out=hu))
-            if u < H:
+            tanh_(h[:, :u].addmm_(hp, whh_t[:, :u]))
+            if u < H:  # modules that do not tick keep their state
                 h[:, u:].copy_(hp[:, u:])
         h_prev = Hout[t]
     return Hout
@@ -85,17 +91,17 @@ class ElmanSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, bs, lengths, relu, units, periods, module_size, xw, whh, h0):
-        Hout = elman_forward(bs, xw, whh, h0, relu, units)
+    def forward(ctx, bs, lengths, relu, units, periods, module_size, inp, wih, bias, whh, h0):
+        Hout = elman_forward(bs, inp, wih, bias, whh, h0, relu, units)
         ctx.bs, ctx.lengths, ctx.relu, ctx.units = bs, lengths, relu, units
         ctx.periods, ctx.module_size = periods, module_size
-        ctx.save_for_backward(whh, h0, Hout)
+        ctx.save_for_backward(inp, wih, whh, h0, Hout)
         return Hout, _finals(Hout, lengths)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dhT):
-        whh, h0, Hout = ctx.saved_tensors
+        inp, wih, whh, h0, Hout = ctx.saved_tensors
         bs, lengths, relu, units = ctx.bs, ctx.lengths, ctx.relu, ctx.units
         T, B, H = Hout.shape
         dev, dt = Hout.device, Hout.dtype
@@ -139,4 +145,8 @@ class ElmanSequence(torch.autograd.Function):
             for k, p in enumerate(ctx.periods):
                 rows = slice(k * s, (k + 1) * s)
                 dwhh[rows] = torch.tensordot(dP[::p, :, rows], Hprev[::p], dims=([0, 1], [0, 1]))
-        return None, None, None, None, None, None, dP, dwhh, dh0
+        dP2 = dP.view(T * B, H)
+        dinp = torch.mm(dP2, wih).view(inp.shape) if ctx.needs_input_grad[6] else None
+        dwih = torch.mm(dP2.t(), inp.reshape(T * B, -1)) if ctx.needs_input_grad[7] else None
+        dbias = dP2.sum(0) if ctx.needs_input_grad[8] else None
+        return None, None, None, None, None, None, dinp, dwih, dbias, dwhh, dh0
