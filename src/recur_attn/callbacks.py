@@ -1,8 +1,9 @@
 """Lightning callbacks for reliable training: a numerics guard and RNG state in checkpoints.
 
-``conf/callbacks/default.yaml`` installs both, next to the ``ModelCheckpoint`` callbacks
-(``last.ckpt`` + the best by ``optimized_metric`` at each validation, and ``last.ckpt``
-every ``callbacks.step_checkpoint.every_n_train_steps`` optimizer steps).
+``conf/callbacks/default.yaml`` installs them next to the ``ModelCheckpoint`` callbacks:
+``last.ckpt`` + the best by ``optimized_metric`` at each validation, ``last.ckpt`` every
+``callbacks.step_checkpoint.every_n_train_steps`` optimizer steps and at the end of each
+epoch (:class:`EpochEndCheckpoint`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteError", "NumericsGuard", "RNGStateCallback"]
+__all__ = ["EpochEndCheckpoint", "NonFiniteError", "NumericsGuard", "RNGStateCallback"]
 
 GUARD_ACTIONS = ("stop", "skip")
 
@@ -236,3 +238,32 @@ class RNGStateCallback(Callback):
         if self._pending is not None:
             _set_rng_state(self._pending)
             self._pending = None
+
+
+class EpochEndCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after the last training batch of every epoch.
+
+    Saved from ``on_train_batch_end`` of the epoch's last batch rather than from
+    ``on_train_epoch_end``: Lightning resumes a checkpoint taken at a batch end exactly
+    (the next run starts the following epoch), whereas one taken in ``on_train_epoch_end``
+    makes it run one more batch as part of the finished epoch.  Args: ``dirpath`` (the
+    checkpoint folder); the other ``ModelCheckpoint`` arguments are fixed.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=0,
+                         save_on_train_epoch_end=False, enable_version_counter=False)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        return
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        return

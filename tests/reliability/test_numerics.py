@@ -44,7 +44,7 @@ def test_nan_loss_stops_with_step_and_keeps_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError, match=r"non-finite training loss nan at global step 5 \(epoch 1, batch 0\)"):
         run_train(tmp_path, BASE, [NaNInput(5)])
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 4  # the last good state (validation at step 4); nothing after the NaN
+    assert ckpt["global_step"] == 5  # the last good state (end of epoch 0); nothing after the NaN
     assert _finite(ckpt["state_dict"])
 
 
