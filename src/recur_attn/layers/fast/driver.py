@@ -140,7 +140,7 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
                 hT = _final(out, lengths)
         return out, (hT,), None
     if isinstance(cell, GRUCell):  # Cho's form
-        xw = linear(inp, p["weight_ih"], p["bias_ih"] + p["bias_hh"])
+        xw = linear(inp, p["weight_ih"]) + (p["bias_ih"] + p["bias_hh"])  # a fresh tensor, not a view
         w1, wz, wn = p["weight_hh"][: 2 * H], None, p["weight_hh"][2 * H:]
         cfg = GRUBeforeConfig(H, "h", keep_z=True)
     else:
@@ -161,7 +161,7 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
     w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)
     with torch.autocast(dev.type, enabled=False):
         if grad:
-            out, hT = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0)
+            out, hT, _ = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0)
         else:
             out = gru_before_forward(cfg, bs, xw, w1, wz, wn, h0, save=False)["H"]
             hT = _final(out, lengths)

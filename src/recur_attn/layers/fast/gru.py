@@ -163,7 +163,7 @@ def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool)
     H = cfg.H
     dev, dt = xw.device, xw.dtype
     alloc = torch.zeros if bs is not None else torch.empty
-    A = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
+    A = xw  # the kernel owns xw (a fresh tensor): its rows become the gates in place, no copies
     RH = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
     TH = None
     if cfg.z_from == "tanh_h":
@@ -175,21 +175,18 @@ def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool)
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
-        a = A[t, :b] if save else A[:b]
-        x = xw[t, :b]
+        a = A[t, :b]
         hp = h_prev[:b]
-        torch.addmm(x[:, :k1], hp, w1_t, out=a[:, :k1])
-        if cfg.z_from == "none":
-            a[:, H:2 * H].copy_(x[:, H:2 * H])
-        elif cfg.z_from == "tanh_h":
+        a[:, :k1].addmm_(hp, w1_t)
+        if cfg.z_from == "tanh_h":
             th = TH[t, :b] if save else TH[:b]
             tanh_out(hp, th)
-            torch.addmm(x[:, H:2 * H], th, wz_t, out=a[:, H:2 * H])
+            a[:, H:2 * H].addmm_(th, wz_t)
         a[:, :2 * H].sigmoid_()
         rh = RH[t, :b] if save else RH[:b]
         torch.mul(a[:, :H], hp, out=rh)
         n = a[:, 2 * H:]
-        tanh_(torch.addmm(x[:, 2 * H:], rh, wn_t, out=n))
+        tanh_(n.addmm_(rh, wn_t))
         h = Hout[t, :b]
         z = a[:, H:2 * H]
         if cfg.keep_z:
@@ -211,11 +208,12 @@ class GRUBeforeSequence(torch.autograd.Function):
         ctx.cfg, ctx.bs, ctx.lengths = cfg, bs, lengths
         stash(ctx, res)
         ctx.save_for_backward(w1, wz, wn)
-        return res["H"], _finals(res["H"], lengths)
+        ctx.mark_dirty(xw)  # used in place as the gate buffer; returned last (callers drop it)
+        return res["H"], _finals(res["H"], lengths), xw
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dout, dhT):
+    def backward(ctx, dout, dhT, _dxw_out):
         w1, wz, wn = ctx.saved_tensors
         cfg, bs, lengths, bufs = ctx.cfg, ctx.bs, ctx.lengths, take(ctx, "GRU")
         A, RH, TH, Hout, h0 = bufs["A"], bufs["RH"], bufs["TH"], bufs["H"], bufs["h0"]
@@ -230,6 +228,8 @@ class GRUBeforeSequence(torch.autograd.Function):
         for t in range(T - 1, -1, -1):
             b = B if bs is None else bs[t]
             b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+            if b < B:  # rows past their end: no gradient (A holds their projections)
+                A[t, b:].zero_()
             dh = DH[t, :b]
             if b1:
                 dh[:b1].addmm_(A[t + 1, :b1, :k1], w1)
