@@ -18,7 +18,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SETTINGS = settings(max_examples=40, deadline=2000, derandomize=True,
+# the readers, imported once here so that no example pays for an import
+import recur_attn.data.captions  # noqa: E402,F401
+import recur_attn.data.fashion_mnist  # noqa: E402,F401
+import recur_attn.data.music  # noqa: E402,F401
+import recur_attn.data.text  # noqa: E402,F401
+import recur_attn.data.translation  # noqa: E402,F401
+import recur_attn.utils.checkpoint  # noqa: E402,F401
+
+SETTINGS = settings(max_examples=30, deadline=3000, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 VALID_JSB = {
@@ -240,3 +248,33 @@ def test_checkpoint_reader_random_bytes(data):
     from recur_attn.utils.checkpoint import load_checkpoint
 
     _check(load_checkpoint, _write(data, "last.ckpt"))
+
+
+# ---- idx files (Fashion-MNIST) -------------------------------------------------------------
+def _idx_bytes() -> bytes:
+    import struct
+
+    return b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 3, 4) + bytes(range(24))
+
+
+@SETTINGS
+@given(mutation=_mutations(), gz=st.booleans())
+def test_idx_reader_mutated(mutation, gz):
+    import gzip
+
+    from recur_attn.data.fashion_mnist import read_idx
+
+    raw = _idx_bytes()
+    data = _mutate(gzip.compress(raw, mtime=0), mutation) if gz else _mutate(raw, mutation)
+    p = _write(data, "train-images-idx3-ubyte" + (".gz" if gz else ""))
+    out = _check(read_idx, p)
+    if out is not None:
+        assert out.ndim >= 0 and out.nbytes == len(gzip.decompress(data) if gz else data) - 4 - 4 * out.ndim
+
+
+@SETTINGS
+@given(data=st.binary(max_size=100))
+def test_idx_reader_random_bytes(data):
+    from recur_attn.data.fashion_mnist import read_idx
+
+    _check(read_idx, _write(data, "t10k-labels-idx1-ubyte"))

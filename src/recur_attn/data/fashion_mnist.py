@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read one idx file (plain or gzip) into an array; malformed files raise ValueError."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:  # a corrupt or truncated .gz
+        raise ValueError(f"{path}: cannot read the idx file ({type(e).__name__}: {e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path}: not an idx file (bad magic number {data[:4]!r})")
     code, ndim = data[2], data[3]
