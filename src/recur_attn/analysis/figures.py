@@ -414,7 +414,7 @@ def char_html(text: str, sections: Sequence[tuple[str, np.ndarray]], title: str 
         "pre{font-family:monospace;font-size:13px;line-height:1.5;white-space:pre-wrap}"
         "span{padding:1px 0}</style></head><body>",
         f"<h1>{html.escape(title or 'unit activations')}</h1>",
-        "<p>Background: the unit's activation, blue = -1, white = 0, red = +1.</p>",
+        "<p>Background: the value shown, blue = -1, white = 0, red = +1 (hover for the number).</p>",
     ]
     for heading, acts in sections:
         acts = np.asarray(acts, dtype=float)

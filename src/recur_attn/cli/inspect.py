@@ -270,8 +270,9 @@ def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_ch
     sections = []
     for feat, (u, corr) in found.items():
         a = acts[0][: len(text0), u]
-        shown = torch.tanh(a) if name == "c" else a
-        sections.append((f"{feat}: unit {u} (r = {corr:+.2f}, colour: {'tanh(c)' if name == 'c' else 'h'})",
+        lo, hi = float(a.min()), float(a.max())
+        shown = 2 * (a - lo) / max(hi - lo, 1e-12) - 1  # min -> blue, max -> red (units saturate otherwise)
+        sections.append((f"{feat}: unit {u} (r = {corr:+.2f}; colour: {name} from {lo:.2f} (blue) to {hi:.2f} (red))",
                          shown.numpy()))
     page = F.char_html(text0, sections, title=f"{label}: units of layer {rnn.num_layers - 1}")
     path = out / "units.html"
@@ -280,8 +281,7 @@ def inspect_chars(loaded: Loaded, out: Path, split: str, n_chunks: int = 4, n_ch
     for (feat, (u, corr)), (_, shown) in zip(found.items(), sections):
         files.append(F.plot_char_activations(text0, shown, out / f"chars_{feat}.png",
                                              title=f"{label}: unit {u}, r = {corr:+.2f} with {feat} "
-                                                   f"(background: {'tanh(c)' if name == 'c' else 'h'}, "
-                                                   f"blue -1, red +1)"))
+                                                   f"(background: its {name}, lowest blue, highest red)"))
     return {"state": name, "char_units": {k: {"unit": u, "r": round(c, 4)} for k, (u, c) in found.items()},
             "files": [str(p.relative_to(out.parent)) for p in files]}
 
