@@ -166,3 +166,19 @@ def test_backward_twice_is_refused():
     g1 = m.weight_hh_l0.grad.clone()
     out.sum().backward()
     torch.testing.assert_close(m.weight_hh_l0.grad, 2 * g1)
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "fgr", "dglstm", "gru", "mut3", "clockwork"])
+def test_bf16_autocast_through_fused_path(cell):
+    """Under autocast the recurrence runs in bf16 and stays close to float32; gradients reach the weights."""
+    torch.manual_seed(4)
+    m = Recurrent(cell, 6, 8, num_layers=2, impl="fused", **({"num_modules": 2} if cell == "clockwork" else {}))
+    x = torch.randn(5, 3, 6)
+    ref, _ = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = m(x, lengths=torch.tensor([5, 3, 4]))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float()[:, 0], ref[:, 0], atol=0.05, rtol=0.05)
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in m.parameters())

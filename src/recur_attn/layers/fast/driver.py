@@ -140,7 +140,8 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
                 hT = _final(out, lengths)
         return out, (hT,), None
     if isinstance(cell, GRUCell):  # Cho's form
-        xw = linear(inp, p["weight_ih"]) + (p["bias_ih"] + p["bias_hh"])  # a fresh tensor, not a view
+        xw = linear(inp, p["weight_ih"])
+        xw = xw + (p["bias_ih"] + p["bias_hh"]).to(xw.dtype)  # a fresh tensor, not a view
         w1, wz, wn = p["weight_hh"][: 2 * H], None, p["weight_hh"][2 * H:]
         cfg = GRUBeforeConfig(H, "h", keep_z=True)
     else:
@@ -148,7 +149,8 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
         b = dict(zip(cell.hh_blocks, p["bias_hh"].split(H, dim=0)))
         zero = p["bias_hh"].new_zeros(H)
         fold = torch.cat([b.get("r", zero), b.get("z", zero), b["n"]])
-        xw = cell.input_projection(p, inp) + fold  # (T, B, 3H) [r, z, n], every bias in
+        xw = cell.input_projection(p, inp)
+        xw = xw + fold.to(xw.dtype)  # (T, B, 3H) [r, z, n], every bias in
         wn = W["n"]
         if cell.name == "mut1":
             w1, wz, zf = W["r"], None, "none"
