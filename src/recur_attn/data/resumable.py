@@ -28,6 +28,12 @@ uninterrupted run.
 
 Under DDP Lightning swaps the sampler for a ``DistributedSampler`` (a permutation
 from ``(seed, epoch)``); skipping by the consumed count still applies.
+
+Limit: with ``num_workers > 0`` and ``persistent_workers=True`` torch draws the workers'
+base seed from the generator only when the first epoch's iterator is built, not at later
+epochs, while a resumed process builds a new iterator (and draws it) at any epoch; so a
+run resumed after its first epoch sees another permutation.  Use
+``persistent_workers=False`` (or ``num_workers=0``) where exact resume matters.
 """
 
 from __future__ import annotations
