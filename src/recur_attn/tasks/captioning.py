@@ -279,7 +279,7 @@ class CaptioningTask(BaseTask):
             words = [self.itos[t] if t > 2 else "<end>" for t in dec["tokens"][i, :L].tolist()]
             fig = attention_figure(self.unnormalize(images[i]), words, dec["alphas"][i, :L], self.net.encoder.grid,
                                    title=f"val {i}, step {step}")
-            path = out_dir / f"val{i}_epoch{self.current_epoch:03d}.png"
+            path = out_dir / f"val{i}_step{step:06d}.png"
             fig.savefig(path, dpi=80)
             paths.append(path)
             for lg in self.loggers:
