@@ -58,7 +58,8 @@ class NumericsGuard(Callback):
 
     * the loss before ``backward`` (``on_before_backward``);
     * every gradient before the optimizer step (``on_before_optimizer_step``, i.e. before
-      clipping and before the weights change);
+      clipping and before the weights change; with float16 mixed precision an overflowing
+      gradient is left to the GradScaler, which skips that step itself);
     * the weights after the step (``on_train_batch_end``; this callback runs before the
       checkpoint callbacks, which Lightning always runs last);
     * every tensor of a checkpoint before it is written (``on_save_checkpoint``).
@@ -107,15 +108,15 @@ class NumericsGuard(Callback):
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         value = loss.detach()
         if not bool(torch.isfinite(value).all()):
-            self._bad_loss = float(value.float().reshape(-1)[0])
+            # kept until the optimizer step: with gradient accumulation, a later finite
+            # micro-batch must not hide it
+            if self._bad_loss is None:
+                self._bad_loss = float(value.float().reshape(-1)[0])
             if self.action == "stop":
                 self._skip_or_raise(f"non-finite training loss {self._bad_loss} at {self._where(trainer)}")
-        else:
-            self._bad_loss = None
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        names = _group_names(pl_module, optimizer)
         bad: list[tuple[int, str]] = []
         grads: list[torch.Tensor] = []
         for group in optimizer.param_groups:
@@ -130,6 +131,10 @@ class NumericsGuard(Callback):
         if finite and self._bad_loss is None:
             self._consecutive = 0
             return
+        if self._bad_loss is None and getattr(trainer.precision_plugin, "scaler", None) is not None:
+            # float16 mixed precision: the GradScaler skips overflowing steps and lowers its scale
+            return
+        names = _group_names(pl_module, optimizer)
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
