@@ -71,7 +71,8 @@ def test_checkpoint_has_net_config_and_tokenizers_and_translates(dates_run, tmp_
         main(["--ckpt", str(tmp_path / "missing.ckpt"), "x"])
 
 
-def test_fast_dev_run_bible_en_es_on_a_small_tsv_fixture(hydra_compose, tmp_path):
+@pytest.mark.parametrize("attention", ["bahdanau", "none"])
+def test_fast_dev_run_bible_en_es_on_a_small_tsv_fixture(hydra_compose, tmp_path, attention):
     from recur_attn.cli.train import train
 
     d = tmp_path / "bible"
@@ -86,9 +87,12 @@ def test_fast_dev_run_bible_en_es_on_a_small_tsv_fixture(hydra_compose, tmp_path
     cfg = set_paths(hydra_compose("train", ["experiment=bible_en_es", "debug=fdr", f"data.data_dir={d}",
                                             "data.src_vocab_size=120", "data.tgt_vocab_size=120",
                                             "data.min_frequency=1", "data.batch_size=4", "data.eval_batch_size=4",
-                                            "model.max_len=12", "logger=csv", *FAST]), tmp_path / "run")
+                                            "model.max_len=12", "logger=csv", f"model.net.attention={attention}",
+                                            *FAST]), tmp_path / "run")
     assert cfg.model.metrics == ["bleu4", "acc"]
     metrics, objects = train(cfg)
     assert {"val/bleu4", "test/bleu4", "test/acc", "test/loss"} <= set(metrics)
     assert 0.0 <= metrics["test/bleu4"] <= 100.0
     assert objects["datamodule"].src_tokenizer.kind == "bpe"
+    assert objects["model"].net.attention_kind == attention
+    assert len(list((tmp_path / "run" / "attention").glob("*.png"))) == (2 if attention != "none" else 0)
