@@ -8,7 +8,8 @@ on the new loader before it asks for its iterator when fitting resumes.
 * the state of its shuffling ``generator`` when the current epoch's iterator was
   made (the iterator draws the workers' base seed and then the epoch's permutation
   from it), and
-* the number of batches of this epoch the training loop has consumed.
+* the number of batches of this epoch the training loop has consumed (and, once the epoch is done,
+  the generator's state for the next one).
 
 On resume the generator is put back to that state, the iterator is rebuilt (same
 permutation, same worker seeds), and the consumed batches are skipped: by advancing
@@ -67,13 +68,8 @@ class _CountingIterator(Iterator):
             batch = next(self.it)
         except StopIteration:
             self.loader._exhausted = True
-            if self.loader._post_state is None:
-                self.loader._post_state = self.loader._generator_state()
             raise
         self.loader._yielded += 1
-        if self.loader._post_state is None:
-            # the epoch's draws (worker seed, permutation) are done once the first batch is out
-            self.loader._post_state = self.loader._generator_state()
         return batch
 
     def __len__(self) -> int:
@@ -94,7 +90,6 @@ class ResumableDataLoader(DataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._start_state: torch.Tensor | None = None
-        self._post_state: torch.Tensor | None = None
         self._yielded = 0
         self._exhausted = False
         self._pending: dict[str, Any] | None = None
@@ -119,7 +114,9 @@ class ResumableDataLoader(DataLoader):
         return {
             "version": _VERSION,
             "epoch_start_generator_state": self._start_state,
-            "epoch_post_draw_generator_state": self._post_state,
+            # when the epoch is done: the generator as the next epoch's iterator will find it
+            # (the sampler may draw again when it runs out, e.g. for a short last batch)
+            "next_epoch_generator_state": self._generator_state() if complete else None,
             "consumed": int(consumed),
             "epoch_complete": bool(complete),
         }
@@ -138,15 +135,14 @@ class ResumableDataLoader(DataLoader):
         skip = 0
         if pending is not None and self.generator is not None:
             if pending["epoch_complete"]:
-                # the next epoch: continue from the generator after this epoch's draws
-                if pending["epoch_post_draw_generator_state"] is not None:
-                    self.generator.set_state(pending["epoch_post_draw_generator_state"])
+                # the next epoch: continue from the generator as the finished epoch left it
+                if pending["next_epoch_generator_state"] is not None:
+                    self.generator.set_state(pending["next_epoch_generator_state"])
             elif pending["epoch_start_generator_state"] is not None:
                 self.generator.set_state(pending["epoch_start_generator_state"])
         if pending is not None and not pending["epoch_complete"]:
             skip = int(pending["consumed"])
         self._start_state = self._generator_state()
-        self._post_state = None
         it = super().__iter__()
         if skip:
             n = self._len_or_none()
