@@ -50,7 +50,7 @@ __all__ = ["LIGHTNING_PREFETCH", "ResumableDataLoader"]
 
 #: batches Lightning's training data fetcher holds ahead of the running step (unsized loaders)
 LIGHTNING_PREFETCH = 1
-_VERSION = 1
+_VERSION = 2
 
 
 class _CountingIterator(Iterator):
