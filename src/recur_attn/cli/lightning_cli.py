@@ -69,6 +69,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RecurAttnCLI:
         run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        seed_everything_default=12345,  # as conf/train.yaml: the same numbers unless --seed_everything says otherwise
         parser_kwargs={"parser_mode": "omegaconf"},
     )
 
