@@ -22,13 +22,11 @@ otherwise.
 from __future__ import annotations
 
 import importlib
-import logging
 
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
-log = logging.getLogger(__name__)
 
 # modules whose LightningModules / DataModules the CLI offers by class name
 TASK_MODULES = ("recur_attn.tasks",)
@@ -37,13 +35,8 @@ DATA_MODULES = ("recur_attn.data",)
 
 def _import_all() -> None:
     """Import the packages so that their classes are registered as subclasses."""
-    for name in TASK_MODULES + DATA_MODULES:
+    for name in TASK_MODULES + DATA_MODULES + ("recur_attn.models",):
         importlib.import_module(name)
-    for name in ("recur_attn.models",):
-        try:
-            importlib.import_module(name)
-        except ImportError as e:  # pragma: no cover - a broken optional model
-            log.warning("could not import %s: %s", name, e)
 
 
 class RecurAttnCLI(LightningCLI):
