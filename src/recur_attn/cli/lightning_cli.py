@@ -27,7 +27,6 @@ from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
-
 # modules whose LightningModules / DataModules the CLI offers by class name
 TASK_MODULES = ("recur_attn.tasks",)
 DATA_MODULES = ("recur_attn.data",)
