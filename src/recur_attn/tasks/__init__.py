@@ -7,3 +7,7 @@ __all__ = ["BaseTask", "SequenceTask"]
 from recur_attn.tasks.seq2seq import Seq2SeqTask  # noqa: E402
 
 __all__ += ["Seq2SeqTask"]
+from recur_attn.tasks.density import DensityTask  # noqa: E402
+from recur_attn.tasks.charlm import CharLMTask  # noqa: E402
+
+__all__ += ["DensityTask", "CharLMTask"]
