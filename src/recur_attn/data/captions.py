@@ -38,6 +38,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from recur_attn.data.resumable import ResumableDataLoader
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -303,7 +305,8 @@ class _CaptionDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed) if shuffle else None
         bs = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.dataset(split), batch_size=bs, shuffle=shuffle, generator=g,
+        loader_cls = ResumableDataLoader if shuffle else DataLoader  # exact mid-epoch resume
+        return loader_cls(self.dataset(split), batch_size=bs, shuffle=shuffle, generator=g,
                           num_workers=self.num_workers, collate_fn=caption_collate,
                           persistent_workers=self.num_workers > 0)
 
