@@ -105,7 +105,7 @@ def plot_vs_T(runs: list[Path], out: Path) -> None:
     ax.set_ylabel("test MSE (best-val checkpoint)")
     steps = sorted(set(df["steps"].dropna().astype(int)))
     ax.set_title(f"Adding problem: test MSE vs T ({', '.join(map(str, steps))} steps)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
