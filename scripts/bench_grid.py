@@ -71,7 +71,7 @@ def bench_one(hidden: int, layers: int, batch: int, steps: int, inputs: int, rep
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| hidden | layers | model | parameters | forward ms | forward+backward ms | vs nn.LSTM |",
+    lines = ["| hidden | layers | model | parameters | forward ms | forward+backward ms | forward+backward vs nn.LSTM |",
              "|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['hidden']} | {r['layers']} | {r['model']} | {r['params']:,} | {r['fwd_ms']:.1f} | "
