@@ -94,3 +94,37 @@ def test_bible_module_says_how_to_make_the_files(tmp_path):
     dm = BibleDataModule(data_dir=str(tmp_path / "bible"))
     with pytest.raises(FileNotFoundError, match="prepare_bible_pairs.py"):
         dm.setup("fit")
+
+
+def _prepare_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "prepare_bible_pairs.py"
+    spec = importlib.util.spec_from_file_location("prepare_bible_pairs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_prepare_bible_pairs_parses_diatheke_output():
+    P = _prepare_script()
+    raw = (
+        'Genesis 1:1: <w savlm="strong:H0430">God</w><w savlm="strong:H1254">created</w> the &amp; earth.\n'
+        '<title canonical="true" type="psalm">A Psalm by David.</title> <lg sID="g1"/> <l level="1" sID="g2"/>'
+        'Psalms 3:1: Yahweh, how my adversaries<l eID="g2" level="1"/>\n'
+        '   have increased!\n'
+        'I Samuel 2:3: his only born</q><q marker=""><w savlm="x">Son</w>.<note type="x">a note</note>\n'
+        '(engWEB2015eb)\n'
+    )
+    v = P.parse_verses(raw)
+    assert v == {
+        ("Genesis", 1, 1): "God created the & earth.",
+        ("Psalms", 3, 1): "Yahweh, how my adversaries have increased!",
+        ("I Samuel", 2, 3): "his only born Son.",
+    }
+    # the split depends on the reference only
+    ref = ("John", 3, 16)
+    assert P.split_of(ref, 1.0, 2.0) == P.split_of(ref, 1.0, 2.0)
+    shares = [P.split_of(("Genesis", c, k), 1.0, 2.0) for c in range(1, 51) for k in range(1, 40)]
+    assert 0.9 < shares.count("train") / len(shares) < 1.0 and shares.count("test") > 0
