@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochEndCheckpoint", "NonFiniteError", "NumericsGuard", "RNGStateCallback"]
+__all__ = ["EpochEndCheckpoint", "NonFiniteError", "NumericsGuard", "RNGStateCallback", "StepCheckpoint"]
 
 GUARD_ACTIONS = ("stop", "skip")
 
@@ -245,30 +245,84 @@ class RNGStateCallback(Callback):
             self._pending = None
 
 
-class EpochEndCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` after the last training batch of every epoch.
+def _validation_follows(trainer: pl.Trainer) -> bool:
+    """Whether Lightning validates right after the current training batch (asked at
+    ``on_train_batch_end``, with the question Lightning itself asks next)."""
+    loop = trainer.fit_loop.epoch_loop
+    return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
 
-    Saved from ``on_train_batch_end`` of the epoch's last batch rather than from
-    ``on_train_epoch_end``: Lightning resumes a checkpoint taken at a batch end exactly
-    (the next run starts the following epoch), whereas one taken in ``on_train_epoch_end``
-    makes it run one more batch as part of the finished epoch.  Args: ``dirpath`` (the
-    checkpoint folder); the other ``ModelCheckpoint`` arguments are fixed.
+
+class _LastCheckpoint(ModelCheckpoint):
+    """Writes only ``last.ckpt``, at batch ends chosen by ``_due``; when Lightning validates
+    right after that batch, the write waits for the end of that validation.
+
+    Why: a checkpoint taken between a batch and the validation that follows it resumes
+    with that validation skipped (Lightning fast-forwards over it), so the resumed run
+    would not log it and its RNG would not be advanced by it.
     """
 
-    def __init__(self, dirpath: str) -> None:
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=0,
-                         save_on_train_epoch_end=False, enable_version_counter=False)
+    def __init__(self, dirpath: str, **kwargs: Any) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, save_on_train_epoch_end=False,
+                         enable_version_counter=False, **kwargs)
+        self._deferred = False
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        raise NotImplementedError
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._should_skip_saving_checkpoint(trainer):
+        if self._should_skip_saving_checkpoint(trainer) or not self._due(trainer):
             return
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if _validation_follows(trainer):
+            self._deferred = True
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._deferred and not trainer.sanity_checking:
+            self._deferred = False
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         return
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        return
+
+class StepCheckpoint(_LastCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps (after the validation of
+    that step, when there is one)."""
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
+        if isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int) \
+                or every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be an integer >= 1, got {every_n_train_steps!r}")
+        super().__init__(dirpath, every_n_epochs=0)
+        self.every_n = every_n_train_steps
+
+    @property
+    def state_key(self) -> str:
+        return f"StepCheckpoint{{every_n_train_steps={self.every_n}}}"
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        return trainer.global_step > 0 and trainer.global_step % self.every_n == 0
+
+
+class EpochEndCheckpoint(_LastCheckpoint):
+    """``last.ckpt`` after the last training batch of every epoch (after the validation
+    that follows it, when there is one).
+
+    Saved from the batch end rather than from ``on_train_epoch_end``: Lightning resumes a
+    checkpoint taken at a batch end exactly (the next run starts the following epoch),
+    whereas one taken in ``on_train_epoch_end`` makes it run one more batch as part of the
+    finished epoch.  Args: ``dirpath`` (the checkpoint folder).
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        super().__init__(dirpath, every_n_epochs=0)
+
+    @property
+    def state_key(self) -> str:
+        return "EpochEndCheckpoint"
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)

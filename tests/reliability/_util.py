@@ -86,3 +86,14 @@ def run_train(out_dir: Path, overrides: list[str], extra_callbacks=()):
         GlobalHydra.instance().clear()
     weights = {k: v.detach().clone() for k, v in objects["model"].state_dict().items()}
     return metrics, weights, objects
+
+
+class CrashInValidation(pl.Callback):
+    """Stands for a kill during the validation that follows global step `at_step`."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking and trainer.global_step == self.at_step:
+            raise Crash(f"crash in the validation at step {self.at_step}")

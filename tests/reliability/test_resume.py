@@ -114,3 +114,19 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     w_ref = torch.load(ref_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     w_got = torch.load(last, weights_only=True)["state_dict"]
     assert all(torch.equal(w_ref[k], w_got[k]) for k in w_ref)
+
+
+def test_kill_during_validation_at_a_step_checkpoint_step(tmp_path_factory):
+    """Step 12 is both a step-checkpoint step (every 3) and a validation step (every 4): the
+    step checkpoint waits for the validation, so a kill inside it resumes from the previous
+    checkpoint (the end of epoch 1, step 10) and the run still ends exactly as the reference."""
+    from tests.reliability._util import CrashInValidation
+
+    ref_metrics, ref_weights, _ = _reference(tmp_path_factory)
+    out = tmp_path_factory.mktemp("crashval12")
+    with pytest.raises(Crash):
+        run_train(out, RESUME, [CrashInValidation(12)])
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    metrics, weights, _ = run_train(out, RESUME + ["ckpt_path=last"])
+    assert metrics == ref_metrics
+    assert all(torch.equal(ref_weights[k], weights[k]) for k in ref_weights)
