@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(VENV)/bin/recur-attn-train $(ARGS)
+	$(VENV)/bin/recur-attn-train experiment=adding_lstm $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
