@@ -124,6 +124,13 @@ def test_missing_checkpoint_file_is_named(make_cfg):
         train(cfg)
 
 
+def test_resume_last_without_a_last_checkpoint_says_how(make_cfg):
+    """ckpt_path=last in a fresh run folder is an error, not a silent fresh start."""
+    cfg = make_cfg("adding", overrides={"ckpt_path": "last"})
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no last.ckpt in .*hydra.run.dir"):
+        train(cfg)
+
+
 def _run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
     return subprocess.run([sys.executable, "-m", "recur_attn.cli.train", *args], cwd=cwd, env=env,

@@ -35,10 +35,25 @@ from recur_attn.utils import config_dir, instantiate_callbacks, instantiate_logg
 log = logging.getLogger(__name__)
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """None, "last" (Lightning finds this run's last.ckpt), or an existing file."""
-    if ckpt_path in (None, "", "last", "best", "hpc"):
+def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer | None = None) -> str | None:
+    """None, "best"/"hpc" (Lightning's own), "last" or an existing file.
+
+    "last" is resolved here to the ``last.ckpt`` of this run's checkpoint folder, and a
+    missing one is an error: Lightning would warn and silently train from scratch.
+    """
+    if ckpt_path in (None, "", "best", "hpc"):
         return ckpt_path or None
+    if ckpt_path == "last":
+        dirs = [Path(cb.dirpath) for cb in (trainer.checkpoint_callbacks if trainer else [])
+                if getattr(cb, "dirpath", None)]
+        for d in dirs:
+            if (d / "last.ckpt").is_file():
+                return str(d / "last.ckpt")
+        where = ", ".join(str(d) for d in dirs) or "(no checkpoint callback)"
+        raise FileNotFoundError(
+            f"ckpt_path=last: no last.ckpt in {where}. Each run gets a new folder; resume a run "
+            f"with `hydra.run.dir=<its folder> ckpt_path=last` or `ckpt_path=<folder>/checkpoints/last.ckpt`"
+        )
     p = Path(str(ckpt_path)).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no such checkpoint file")
@@ -86,7 +101,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             log_hyperparameters(cfg, model, trainer)
         if cfg.get("train", True):
             t0 = time.perf_counter()
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), trainer))
             info["time/fit_s"] = round(time.perf_counter() - t0, 2)
             info["global_step"] = trainer.global_step
             info["epoch"] = trainer.current_epoch
@@ -97,7 +112,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             if cfg.get("train", True) and cb is not None and getattr(cb, "best_model_path", ""):
                 ckpt = cb.best_model_path
             elif not cfg.get("train", True):
-                ckpt = resolve_ckpt_path(cfg.get("ckpt_path"))
+                ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), trainer)
             if ckpt is None:
                 log.warning("no best checkpoint: testing the current weights")
             info["test_ckpt"] = ckpt

@@ -25,6 +25,7 @@ import torch
 from recur_attn.data.translation import collate_pairs
 from recur_attn.data.vocab import EOS, PAD, Tokenizer, tokenizer_from_dict
 from recur_attn.models.seq2seq import Seq2Seq
+from recur_attn.utils.checkpoint import load_checkpoint
 
 
 def load_translator(ckpt: str | Path) -> tuple[Seq2Seq, Tokenizer, Tokenizer]:
@@ -32,7 +33,7 @@ def load_translator(ckpt: str | Path) -> tuple[Seq2Seq, Tokenizer, Tokenizer]:
     path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"--ckpt {path}: no such checkpoint file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     info: dict[str, Any] | None = state.get("seq2seq")
     if not info or "src_tokenizer" not in info or not info.get("net_config"):
         raise ValueError(f"{path} is not a Seq2Seq checkpoint with tokenizers (no 'seq2seq' entry): "
