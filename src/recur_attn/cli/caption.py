@@ -23,6 +23,7 @@ import torch
 from recur_attn.data.captions import load_image
 from recur_attn.models.captioner import ShowAttendTell
 from recur_attn.tasks.captioning import attention_figure
+from recur_attn.utils.checkpoint import load_checkpoint
 
 
 def load_captioner(ckpt: str | Path) -> tuple[ShowAttendTell, dict[str, Any]]:
@@ -30,7 +31,7 @@ def load_captioner(ckpt: str | Path) -> tuple[ShowAttendTell, dict[str, Any]]:
     path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"--ckpt {path}: no such checkpoint file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     info = state.get("captioning")
     if not info or not info.get("itos"):
         raise ValueError(f"{path} is not a captioning checkpoint (no 'captioning' entry with a vocabulary): "
