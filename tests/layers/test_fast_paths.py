@@ -182,3 +182,22 @@ def test_bf16_autocast_through_fused_path(cell):
     out.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
                for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["clockwork", "rnn_relu", "gru_cho", "gru", "vanilla", "dglstm"])
+def test_batch_first_non_contiguous_output_gradient(name):
+    """batch_first hands the kernels a transposed (non-contiguous) output gradient."""
+    torch.manual_seed(0)
+    kw = {"num_modules": 4} if name == "clockwork" else {}
+    fused = Recurrent(name, 2, 8, num_layers=2, batch_first=True, impl="fused", **kw).double()
+    ref = Recurrent(name, 2, 8, num_layers=2, batch_first=True, impl="reference", **kw).double()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 5, 2, dtype=torch.float64)
+    grads = []
+    for rnn in (fused, ref):
+        rnn.zero_grad()
+        out, _ = rnn(x, lengths=torch.tensor([5, 3, 4]))
+        (out * torch.arange(out.numel(), dtype=out.dtype).view_as(out).sin()).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in rnn.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-10, rtol=0, msg=n)

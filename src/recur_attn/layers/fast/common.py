@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor
 
 _KEEP_BUFFERS = [0]
@@ -88,3 +89,24 @@ def tanh_(x: Tensor) -> Tensor:
         return x.tanh_()
     x.add_(x).sigmoid_()
     return from_sigmoid_(x)
+
+
+def final_states(Hout: Tensor, lengths: Tensor | None) -> Tensor:
+    """The state at each sequence's true end: Hout (T, B, H) -> (B, H)."""
+    T = Hout.shape[0]
+    if lengths is None:
+        return Hout[T - 1].clone()
+    idx = lengths.to(Hout.device) - 1
+    return Hout[idx, torch.arange(Hout.shape[1], device=Hout.device)]
+
+
+def dh_buffer(dout, dhT, lengths, T, B, H, dev, dt):
+    """dh of every step (T, B, H), contiguous: the output's gradient plus the final state's
+    gradient at each sequence's true end. A fresh buffer the backward may overwrite."""
+    DH = torch.zeros(T, B, H, device=dev, dtype=dt) if dout is None else dout.clone(memory_format=torch.contiguous_format)
+    if dhT is not None:
+        if lengths is None:
+            DH[T - 1] += dhT
+        else:
+            DH.index_put_((lengths.to(dev) - 1, torch.arange(B, device=dev)), dhT, accumulate=True)
+    return DH

@@ -24,25 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .common import dh_buffer as _dh_buffer
+from .common import final_states as _finals
 from .common import stash, take, tanh_, tanh_out
-
-
-def _finals(Hout: Tensor, lengths: Tensor | None) -> Tensor:
-    T = Hout.shape[0]
-    if lengths is None:
-        return Hout[T - 1].clone()
-    idx = lengths.to(Hout.device) - 1
-    return Hout[idx, torch.arange(Hout.shape[1], device=Hout.device)]
-
-
-def _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt):
-    DH = torch.zeros(T, B, H, device=dev, dtype=dt) if dout is None else dout.clone()
-    if dhT is not None:
-        if lengths is None:
-            DH[T - 1] += dhT
-        else:
-            DH.index_put_((lengths.to(dev) - 1, torch.arange(B, device=dev)), dhT, accumulate=True)
-    return DH
 
 
 # ============================================================ nn.GRU's form

@@ -266,7 +266,7 @@ def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below
     last = None if lengths is None else lengths.to(dev) - 1
 
     # dh of every step: the output's gradient plus the final state's at each true end
-    DH = torch.zeros(T, B, H, device=dev, dtype=dt) if dout is None else dout.clone()
+    DH = torch.zeros(T, B, H, device=dev, dtype=dt) if dout is None else dout.clone(memory_format=torch.contiguous_format)
     if dhT is not None:
         if last is None:
             DH[T - 1] += dhT
