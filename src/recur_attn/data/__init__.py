@@ -1,16 +1,17 @@
 """LightningDataModules and datasets (see each module's docstring for its batch keys)."""
 
-from recur_attn.data.longlag import AddingDataModule as AddingDataModule
-from recur_attn.data.longlag import CopyDataModule as CopyDataModule
-from recur_attn.data.longlag import ParityDataModule as ParityDataModule
-from recur_attn.data.longlag import TemporalOrderDataModule as TemporalOrderDataModule
-from recur_attn.data.dates import DatesDataModule as DatesDataModule  # noqa: E402
-from recur_attn.data.translation import BibleDataModule as BibleDataModule  # noqa: E402
-from recur_attn.data.translation import TSVPairsDataModule as TSVPairsDataModule  # noqa: E402
-from recur_attn.data.music import JSBChoralesDataModule as JSBChoralesDataModule  # noqa: E402
-from recur_attn.data.music import Music21ChoralesDataModule as Music21ChoralesDataModule  # noqa: E402
-from recur_attn.data.text import CharTextDataModule as CharTextDataModule  # noqa: E402
-from recur_attn.data.text import ShakespeareDataModule as ShakespeareDataModule  # noqa: E402
-from recur_attn.data.digits import DigitsDataModule as DigitsDataModule  # noqa: E402
-from recur_attn.data.fashion_mnist import FashionMNISTDataModule as FashionMNISTDataModule  # noqa: E402
-from recur_attn.data.addition import AdditionDataModule as AdditionDataModule  # noqa: E402
+from recur_attn.data.addition import AdditionDataModule
+from recur_attn.data.captions import KarpathyCaptionDataModule, ShapesCaptionDataModule
+from recur_attn.data.dates import DatesDataModule
+from recur_attn.data.digits import DigitsDataModule
+from recur_attn.data.fashion_mnist import FashionMNISTDataModule
+from recur_attn.data.longlag import AddingDataModule, CopyDataModule, ParityDataModule, TemporalOrderDataModule
+from recur_attn.data.music import JSBChoralesDataModule, Music21ChoralesDataModule
+from recur_attn.data.parity_counts import CountBalancedParityDataModule
+from recur_attn.data.text import CharTextDataModule, ShakespeareDataModule
+from recur_attn.data.translation import BibleDataModule, TSVPairsDataModule
+
+__all__ = ["AddingDataModule", "AdditionDataModule", "BibleDataModule", "CharTextDataModule", "CopyDataModule",
+           "CountBalancedParityDataModule", "DatesDataModule", "DigitsDataModule", "FashionMNISTDataModule",
+           "JSBChoralesDataModule", "KarpathyCaptionDataModule", "Music21ChoralesDataModule", "ParityDataModule",
+           "ShakespeareDataModule", "ShapesCaptionDataModule", "TSVPairsDataModule", "TemporalOrderDataModule"]
