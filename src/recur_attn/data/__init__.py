@@ -5,7 +5,12 @@ from recur_attn.data.captions import KarpathyCaptionDataModule, ShapesCaptionDat
 from recur_attn.data.dates import DatesDataModule
 from recur_attn.data.digits import DigitsDataModule
 from recur_attn.data.fashion_mnist import FashionMNISTDataModule
-from recur_attn.data.longlag import AddingDataModule, CopyDataModule, ParityDataModule, TemporalOrderDataModule
+from recur_attn.data.longlag import (
+           AddingDataModule,
+           CopyDataModule,
+           ParityDataModule,
+           TemporalOrderDataModule,
+)
 from recur_attn.data.music import JSBChoralesDataModule, Music21ChoralesDataModule
 from recur_attn.data.parity_counts import CountBalancedParityDataModule
 from recur_attn.data.text import CharTextDataModule, ShakespeareDataModule

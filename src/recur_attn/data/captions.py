@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from recur_attn.data.base import SplitDataModule
 from recur_attn.data.resumable import ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def caption_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     return out
 
 
-class _CaptionDataModule(pl.LightningDataModule):
+class _CaptionDataModule(SplitDataModule):
     """Shared set-up: vocabulary from the training captions, loaders, ``dims``."""
 
     def __init__(self, batch_size: int, eval_batch_size: int | None, num_workers: int, min_count: int,
@@ -310,14 +310,6 @@ class _CaptionDataModule(pl.LightningDataModule):
                           num_workers=self.num_workers, collate_fn=caption_collate,
                           persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 class ShapesCaptionDataModule(_CaptionDataModule):

@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from recur_attn.data.base import SplitDataModule
 from recur_attn.data.resumable import ResumableDataLoader
 
 __all__ = ["PixelDataModule", "DigitsDataModule", "LAYOUTS"]
@@ -77,7 +77,7 @@ def _collate(data):
     return torch.utils.data.default_collate(data)
 
 
-class PixelDataModule(pl.LightningDataModule):
+class PixelDataModule(SplitDataModule):
     """Base: subclasses implement :meth:`load` -> (train_x, train_y, test_x, test_y)
     with images as uint8 (N, C, H, W) (or float in [0, 1]) and labels int64 (N,).
 
@@ -145,14 +145,6 @@ class PixelDataModule(pl.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed + 1) if shuffle else None,
                           num_workers=self.num_workers, collate_fn=_collate)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 class DigitsDataModule(PixelDataModule):

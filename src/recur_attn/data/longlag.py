@@ -32,11 +32,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
+from recur_attn.data.base import SplitDataModule
 from recur_attn.data.resumable import ResumableDataLoader
 
 __all__ = [
@@ -119,7 +119,7 @@ def collate_batch(data):
     return default_collate(data)
 
 
-class _SyntheticDataModule(pl.LightningDataModule):
+class _SyntheticDataModule(SplitDataModule):
     """Shared set-up, loaders and argument checks of the synthetic tasks."""
 
     dims: dict[str, Any]
@@ -170,14 +170,6 @@ class _SyntheticDataModule(pl.LightningDataModule):
             collate_fn=collate_batch,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def _random_lengths(n: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:

@@ -34,10 +34,11 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from recur_attn.data.base import SplitDataModule
 
 LOWEST_PITCH = 21  # A0
 HIGHEST_PITCH = 108  # C8
@@ -142,8 +143,10 @@ def collate_rolls(rolls: Sequence[Tensor]) -> dict[str, Tensor]:
     return {"x": x, "y": y, "lengths": lengths}
 
 
-class PianoRollDataModule(pl.LightningDataModule):
+class PianoRollDataModule(SplitDataModule):
     """Shared loaders for piano-roll data; subclasses implement :meth:`load_splits`."""
+
+    split_names = ("train", "valid", "test")
 
     def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False) -> None:
         super().__init__()
@@ -177,14 +180,6 @@ class PianoRollDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class JSBChoralesDataModule(PianoRollDataModule):

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from recur_attn.data.longlag import _SPLITS, ParityDataModule, SyntheticDataset, split_generator
+from recur_attn.data.longlag import (
+    _SPLITS,
+    ParityDataModule,
+    SyntheticDataset,
+    split_generator,
+)
 
 __all__ = ["CountBalancedParityDataModule", "TRAIN_COUNTS"]
 

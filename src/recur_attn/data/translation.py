@@ -24,10 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from recur_attn.data.base import SplitDataModule
 from recur_attn.data.resumable import ResumableDataLoader
 from recur_attn.data.vocab import BOS, EOS, KINDS, PAD, Tokenizer, train_tokenizer
 
@@ -102,7 +102,7 @@ def collate_pairs(items: list[tuple[int, list[int], list[int]]]) -> dict[str, to
             "tgt_lengths": tgt_lengths, "index": index}
 
 
-class PairsDataModule(pl.LightningDataModule):
+class PairsDataModule(SplitDataModule):
     """Base: string pairs per split -> tokenizers trained on the train split -> batches.
 
     Subclasses implement :meth:`load_pairs` returning {"train": [(src, tgt), ...],
@@ -177,14 +177,6 @@ class PairsDataModule(pl.LightningDataModule):
                           shuffle=shuffle, generator=gen, collate_fn=collate_pairs,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 class TSVPairsDataModule(PairsDataModule):

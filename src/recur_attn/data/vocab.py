@@ -77,7 +77,14 @@ class HFTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], kind: str, vocab_size: int, min_frequency: int = 2) -> "HFTokenizer":
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+        from tokenizers import (
+            Tokenizer,
+            decoders,
+            models,
+            normalizers,
+            pre_tokenizers,
+            trainers,
+        )
 
         if kind == "bpe":
             tok = Tokenizer(models.BPE(unk_token="<unk>"))
