@@ -231,7 +231,9 @@ class CaptioningTask(BaseTask):
             if split == "val" and n == 4 and not self.trainer.sanity_checking:
                 self.val_bleu4_best(value)
                 self.log("val/bleu4_best", self.val_bleu4_best.compute())
-        hits, words, chance = self._loc.pop(split, [0.0, 0.0, 0.0])
+        counts = torch.tensor(self._loc.pop(split, [0.0, 0.0, 0.0]), dtype=torch.float64, device=self.device)
+        # summed over the processes under DDP (a no-op on one device); every rank must call it
+        hits, words, chance = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
         if words:
             self.log(f"{split}/loc", hits / words, prog_bar=True)
             self.log(f"{split}/loc_chance", chance / words)
