@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from recur_attn.models.captioner import END, PAD, START, ShowAttendTell
+from recur_attn.utils.benchmarks import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Caption decoder"
@@ -229,20 +230,6 @@ def table(args, res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the "## Caption decoder" section of ``path``."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION}\n\n{body}\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
@@ -264,7 +251,7 @@ def main(argv=None) -> dict:
     body = table(args, res)
     print(body)
     if not args.no_write:
-        write_section(args.out, body)
+        replace_section(args.out, SECTION, body)
         print(f"\nwritten to {args.out}")
     return res
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from recur_attn.models.grid import GridLSTM2D, count_parameters
+from recur_attn.utils.benchmarks import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Grid LSTM"
@@ -79,20 +80,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the "## Grid LSTM" section of ``path``."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION}\n\n{body}\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 128])
@@ -136,7 +123,7 @@ def main(argv=None) -> list[dict]:
         f"Command: `python scripts/bench_grid.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip(),
     ])
     if not a.no_write:
-        write_section(a.out, body)
+        replace_section(a.out, SECTION, body)
         print(f"wrote the {SECTION!r} section of {a.out}")
     return rows
 
