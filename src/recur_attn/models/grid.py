@@ -51,6 +51,17 @@ def _check_choice(name: str, value, choices) -> str:
 
 
 # ======================================================================================
+def scale_parameters_(module: nn.Module, init_scale) -> float:
+    """Multiply every parameter of ``module`` by ``init_scale`` (> 0) in place; returns it as a float."""
+    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+        raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for p in module.parameters():
+                p.mul_(init_scale)
+    return float(init_scale)
+
+
 class GridLSTM1D(nn.Module):
     r"""1-D Grid LSTM: a feed-forward network with LSTM blocks along depth.
 
@@ -91,13 +102,7 @@ class GridLSTM1D(nn.Module):
         self.block = GridLSTM(1, hidden_size, input_size=input_size if input_every_layer else 0,
                               tied=self.tied, grid_size=depth, forget_bias=forget_bias)
         self.head = nn.Linear(hidden_size, output_size)
-        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
-        self.init_scale = float(init_scale)
-        if self.init_scale != 1.0:
-            with torch.no_grad():
-                for p in self.parameters():
-                    p.mul_(self.init_scale)
+        self.init_scale = scale_parameters_(self, init_scale)
 
     @staticmethod
     def param_count(input_size: int, output_size: int, hidden_size: int, depth: int = 1, tied: bool = True,
@@ -150,13 +155,7 @@ class FeedForwardNet(nn.Module):
         sizes = [input_size] + [self.hidden_size] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(self.hidden_size, output_size)
-        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
-        self.init_scale = float(init_scale)
-        if self.init_scale != 1.0:
-            with torch.no_grad():
-                for p in self.parameters():
-                    p.mul_(self.init_scale)
+        self.init_scale = scale_parameters_(self, init_scale)
 
     @staticmethod
     def param_count(width: int, input_size: int, output_size: int, depth: int) -> int:
