@@ -8,12 +8,15 @@ passes through the fused path; and ``auto`` really runs the fused kernels.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
-from recur_attn.layers.fast import FUSED_CELLS, forward_fused, reusable_backward
+from recur_attn.layers.fast import FUSED_CELLS, forward_fused, native, reusable_backward
+from recur_attn.layers.fast import lstm as fast_lstm
 from recur_attn.layers.recurrent import TORCH_FUSED
 
 ALL = sorted(CELLS)
@@ -52,8 +55,21 @@ def random_state(m, B):
     return tuple(torch.randn(s.shape, dtype=torch.float64) * 0.5 for s in m.init_state(B, torch.float64, "cpu"))
 
 
-@pytest.mark.parametrize("cell", ALL)
-def test_fused_equals_reference(cell):
+LSTM_FAMILY = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr", "dglstm")
+NO_CXX = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+NATIVE_MODES = [pytest.param("on", marks=NO_CXX), "off"]
+
+
+# the LSTM family runs through the C++ kernels (fast/native.py) on CPU when they can be built: both
+# ways are checked against the reference
+@pytest.mark.parametrize("cell,native_mode", [pytest.param(c, "on", marks=NO_CXX) for c in LSTM_FAMILY]
+                         + [(c, "off") for c in ALL])
+def test_fused_equals_reference(cell, native_mode):
+    with native.using(native_mode):
+        _fused_equals_reference(cell)
+
+
+def _fused_equals_reference(cell):
     ref, fast = make_pair(cell)
     T, B = 7, 4
     torch.manual_seed(2)
@@ -201,3 +217,58 @@ def test_batch_first_non_contiguous_output_gradient(name):
         grads.append({n: p.grad.clone() for n, p in rnn.named_parameters()})
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-10, rtol=0, msg=n)
+
+
+def test_native_kernels_build_where_there_is_a_compiler():
+    """With a C++ compiler the native kernels must build (else CPU runs would silently be slower)."""
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler")
+    assert native.available(), native.status()
+    assert native.status().startswith("on")
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("native_mode", NATIVE_MODES)
+@pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "niaf", "dglstm"])
+def test_chunked_inference_projection(cell, native_mode, chunk, monkeypatch):
+    """Inference computes the input projection in chunks of steps (a reused buffer): chunks of 1 and 3
+    steps over T=7 (a partial last chunk), padded, 2 layers, both directions, equal the reference."""
+    ref, fast = make_pair(cell)
+    x = torch.randn(7, 4, 5, dtype=torch.float64)
+    lengths = torch.tensor([4, 7, 2, 7])
+    state = random_state(ref, 4)
+    nP = (5 if cell == "dglstm" else 4) * 4 if cell not in ("nig", "cifg") else 3 * 4
+    monkeypatch.setattr(fast_lstm, "_CHUNK_ELEMS", 4 * nP * chunk)
+    with native.using(native_mode), torch.no_grad():
+        o1, s1 = ref(x, state, lengths=lengths)
+        o2, s2 = fast(x, state, lengths=lengths)
+    torch.testing.assert_close(o2, o1, rtol=1e-9, atol=1e-10)
+    for a, b in zip(s2, s1):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("native_mode", NATIVE_MODES)
+def test_nan_propagates_through_the_fused_lstm(native_mode):
+    """A NaN in the input must reach the outputs (no clamping hides it)."""
+    m = Recurrent("vanilla", 3, 4)
+    x = torch.randn(5, 2, 3)
+    x[2, 1, 0] = float("nan")
+    with native.using(native_mode), torch.no_grad():
+        out, (h, c) = m(x)
+    assert torch.isnan(out[2:, 1]).all() and not torch.isnan(out[:, 0]).any() and torch.isnan(c[0, 1]).all()
+
+
+def test_native_mode_errors(monkeypatch):
+    with pytest.raises(ValueError, match="RECUR_ATTN_NATIVE='fast'.*auto, on"):
+        native._parse("fast")
+    monkeypatch.setitem(native._state, "loaded", False)
+    monkeypatch.setitem(native._state, "error", "CalledProcessError: g++ failed")
+    x = torch.randn(2, 2)
+    with native.using("on"), pytest.raises(RuntimeError, match="could not be built: CalledProcessError"):
+        native.enabled_for(x)
+    monkeypatch.setitem(native._state, "warned", False)
+    with native.using("auto"), pytest.warns(RuntimeWarning, match="could not be built"):
+        assert native.enabled_for(x) is False
+    with native.using("off"):
+        assert native.enabled_for(x) is False
+        assert native.status().startswith("off")

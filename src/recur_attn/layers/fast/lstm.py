@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import native
 from .common import from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
 
 
@@ -80,6 +81,10 @@ class LSTMConfig:
         return int(self.input_gate) + int(self.forget_gate) if self.peepholes else 0
 
 
+#: elements of the chunked input-projection buffer of an inference pass (4 MB of floats)
+_CHUNK_ELEMS = 1 << 20
+
+
 def _rows(buf: Tensor, t: int, b: int) -> Tensor:
     return buf[t] if b == buf.shape[1] else buf[t, :b]
 
@@ -95,17 +100,28 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
     GH = whh.shape[0]
     dev, dt = inp.device, inp.dtype
     so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
-    # g = tanh(a_g) as 2 sigmoid(2 a_g) - 1 (see common.py): the g rows get a factor 2, and one
+    # on CPU the elementwise part of a step is one C++ call (native.py) when it can be built
+    use_native = native.enabled_for(inp)
+    # else g = tanh(a_g) as 2 sigmoid(2 a_g) - 1 (see common.py): the g rows get a factor 2, and one
     # sigmoid covers every block
-    sig_g = cfg.input_activation and sigmoid_tanh(inp)
+    sig_g = cfg.input_activation and sigmoid_tanh(inp) and not use_native
     if sig_g:
         wih, bias, whh = wih.clone(), bias.clone(), whh.clone()
         for w in (wih, bias, whh):
             w[sg].mul_(2)
     # input projection of all steps, one GEMM; its rows become the gate activations in place
-    P = torch.addmm(bias, inp.reshape(T * B, -1), wih.t())  # (T*B, G*H [+ H])
-    xw = P.view(T, B, -1)[..., :GH]
-    xd = P.view(T, B, -1)[..., GH:] if cfg.depth else None
+    # input projection, one GEMM; its rows become the gate activations in place. Without a backward
+    # pass (inference) it runs in chunks of ``tc`` steps into one small reused buffer: a (T*B, G*H)
+    # buffer costs page faults on every call that are a sizeable part of an inference pass on CPU
+    x2 = inp.reshape(T * B, -1)
+    nP = wih.shape[0]
+    tc = T if (save or cfg.fgr) else max(1, min(T, _CHUNK_ELEMS // max(1, B * nP)))
+    if tc == T:
+        P = torch.addmm(bias, x2, wih.t())  # (T*B, G*H [+ H])
+    else:
+        P = torch.empty(tc * B, nP, device=dev, dtype=dt)
+    xw = P.view(tc, B, -1)[..., :GH]
+    xd = P.view(tc, B, -1)[..., GH:] if cfg.depth else None
     alloc = torch.zeros if bs is not None else torch.empty
     whh_t = whh.t()  # (H, G*H)
     wgh_t = None if wgh is None else wgh.t()
@@ -123,10 +139,26 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
     D = xd  # likewise the depth gates' input projection becomes the depth gates
     tmp = torch.empty(B, H, device=dev, dtype=dt) if not cfg.forget_gate else None
     p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)
+    flags = 0
+    if use_native:
+        flags = sum(bit for bit, on in (
+            (native.INPUT_GATE, cfg.input_gate), (native.FORGET_GATE, cfg.forget_gate),
+            (native.OUTPUT_GATE, cfg.output_gate), (native.INPUT_ACTIVATION, cfg.input_activation),
+            (native.OUTPUT_ACTIVATION, cfg.output_activation), (native.COUPLED, cfg.coupled)) if on)
+        p_if = None if p_if is None else p_if.contiguous()
+        if cfg.depth:
+            below = below.contiguous() if below.stride(-1) != 1 else below
+        native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save, Hout, h0, p_if, p_o,
+                                 below if cfg.depth else None, w_cd, w_ld, bs or [], GH, flags)
+        return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
-        a = _rows(A, t, b)  # (b, G*H)
+        t_in = t % tc  # this step's row block of the projection buffer
+        if tc < T and t_in == 0:
+            n = min(tc, T - t)
+            torch.addmm(bias, x2[t * B:(t + n) * B], wih.t(), out=P[:n * B])
+        a = _rows(A, t_in, b)  # (b, G*H)
         a.addmm_(h_prev[:b] if h_prev.shape[0] != b else h_prev, whh_t)
         if cfg.fgr:
             a_prev = a0[:b] if t == 0 else A[t - 1, :b, :nG * H]
@@ -163,7 +195,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
         else:
             torch.add(c_prev, g, out=c)
         if cfg.depth:
-            d = D[t, :b]
+            d = D[t_in, :b]
             bl = below[t, :b]
             d.addcmul_(c_prev, w_cd)
             d.addcmul_(bl, w_ld).sigmoid_()

@@ -1,0 +1,285 @@
+// Fused pointwise step of the LSTM family (the Greff cells, lstm, dglstm) for CPU tensors.
+//
+// The Python kernels in ../lstm.py run one recurrent GEMM per step (addmm_ into the gate
+// buffer) and then about ten elementwise torch ops; on a CPU each of those is a separate
+// pass over the (B, G*H) buffer and a separate parallel region. This file does the whole
+// elementwise part of one step in one pass per row (rows in parallel), with the same
+// equations and the same buffers, so the hand-written backward in lstm.py is unchanged:
+//
+//   a (b, G*H)  in: pre-activations, blocks in internal order (o, i, f, g), present ones only
+//               out: activations o, i, f (sigmoid) and g (tanh, or identity without an
+//                    input activation) -- what the backward pass reads
+//   c_prev (b, H) in; c (b, H) out: c = f * c_prev + i * g (+ d * below for dglstm)
+//   tc (b, H) out, optional: h(c) (tanh c) when the output activation is present
+//   h (b, H) out: o * h(c)
+//   peepholes p_if (k, H) on c_prev for i and f, p_o (H) on c for o (Greff et al. 2015, eq. 1-6)
+//   depth gate (Yao et al. 2015): d (b, H) in: its input projection, out: the gate;
+//   below (b, H): the layer below's cell; w_cd, w_ld (H): its weights.
+//
+// Compiled on first use by ../native.py (torch.utils.cpp_extension, -O3 -ffast-math so that
+// tanh vectorises through glibc's libmvec). No clamping: a NaN input stays NaN (the loops
+// contain no comparison that -ffinite-math-only could fold). Float, double, bfloat16 and half tensors;
+// the arithmetic runs in float (double for double).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+enum Flags : int64_t {
+  kInputGate = 1,
+  kForgetGate = 2,
+  kOutputGate = 4,
+  kInputActivation = 8,
+  kOutputActivation = 16,
+  kCoupled = 32,
+};
+
+template <typename acc_t>
+void sigmoid_(acc_t* x, int64_t n) {
+  // sigma(x) = (1 + tanh(x / 2)) / 2: libmvec's vector tanh saturates without leaving its vector
+  // path, where exp(-x) overflows for x < -88 and drops to a scalar slow path (about 8x slower)
+  for (int64_t j = 0; j < n; ++j) x[j] = acc_t(0.5) + acc_t(0.5) * std::tanh(acc_t(0.5) * x[j]);
+}
+
+template <typename acc_t>
+void tanh_(acc_t* x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) x[j] = std::tanh(x[j]);
+}
+
+template <typename scalar_t, typename acc_t>
+void load(acc_t* dst, const scalar_t* src, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc_t>(src[j]);
+}
+
+template <typename scalar_t, typename acc_t>
+void store(scalar_t* dst, const acc_t* src, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<scalar_t>(src[j]);
+}
+
+void check_rows(const at::Tensor& t, const char* name, int64_t b, int64_t cols, const at::Tensor& like) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == b && t.size(1) == cols, "lstm_step: ", name, " must be (", b, ", ",
+              cols, "), got ", t.sizes());
+  TORCH_CHECK(t.stride(1) == 1, "lstm_step: ", name, " must have contiguous rows");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.device() == like.device(), "lstm_step: ", name,
+              " must match the gate buffer's dtype and device");
+}
+
+template <typename scalar_t>
+void lstm_step_impl(at::Tensor& a, const at::Tensor& c_prev, at::Tensor& c, const c10::optional<at::Tensor>& tc,
+                    at::Tensor& h, const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
+                    const c10::optional<at::Tensor>& d, const c10::optional<at::Tensor>& below,
+                    const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld, int64_t flags) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool ig = flags & kInputGate, fg = flags & kForgetGate, og = flags & kOutputGate;
+  const bool ia = flags & kInputActivation, oa = flags & kOutputActivation, coupled = flags & kCoupled;
+  const int64_t b = a.size(0), H = h.size(1), GH = a.size(1);
+  const int64_t nblocks = int64_t(og) + int64_t(ig) + int64_t(fg) + 1;
+  TORCH_CHECK(GH == nblocks * H, "lstm_step: the gate buffer has ", GH, " columns, expected ", nblocks, " x ", H);
+  // internal order o, i, f, g
+  int64_t off = 0;
+  const int64_t so = og ? (off += H) - H : -1;
+  const int64_t si = ig ? (off += H) - H : -1;
+  const int64_t sf = fg ? (off += H) - H : -1;
+  const int64_t sg = off;
+  const int64_t kif = p_if.has_value() ? p_if->size(0) : 0;
+  const bool peep_o = p_o.has_value();
+  const bool depth = d.has_value();
+  const int64_t sig_lo = peep_o ? H : 0;  // o is activated after c when it peeks at c_t
+  const scalar_t* pif = kif ? p_if->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* po = peep_o ? p_o->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* wcd = depth ? w_cd->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* wld = depth ? w_ld->data_ptr<scalar_t>() : nullptr;
+  scalar_t* A = a.data_ptr<scalar_t>();
+  const scalar_t* CP = c_prev.data_ptr<scalar_t>();
+  scalar_t* CN = c.data_ptr<scalar_t>();
+  scalar_t* TCp = tc.has_value() ? tc->data_ptr<scalar_t>() : nullptr;
+  scalar_t* Hp = h.data_ptr<scalar_t>();
+  scalar_t* Dp = depth ? d->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* BL = depth ? below->data_ptr<scalar_t>() : nullptr;
+  const int64_t sa = a.stride(0), scp = c_prev.stride(0), sc = c.stride(0), sh = h.stride(0);
+  const int64_t stc = tc.has_value() ? tc->stride(0) : 0;
+  const int64_t sd = depth ? d->stride(0) : 0, sbl = depth ? below->stride(0) : 0;
+  // rows per task: enough work to pay for a parallel region
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(GH, 1));
+
+  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(GH + 6 * H);
+    acc_t* X = buf.data();      // gate row (GH)
+    acc_t* cp = X + GH;         // c_prev
+    acc_t* cn = cp + H;         // c
+    acc_t* hc = cn + H;         // h(c)
+    acc_t* dd = hc + H;         // depth gate
+    acc_t* bl = dd + H;         // below
+    acc_t* tmp = bl + H;
+    for (int64_t r = begin; r < end; ++r) {
+      scalar_t* ar = A + r * sa;
+      load(X, ar, GH);
+      load(cp, CP + r * scp, H);
+      // peepholes of i and f on c_{t-1}
+      for (int64_t k = 0; k < kif; ++k) {
+        acc_t* x = X + (og ? H : 0) + k * H;
+        const scalar_t* p = pif + k * H;
+        for (int64_t j = 0; j < H; ++j) x[j] += acc_t(p[j]) * cp[j];
+      }
+      sigmoid_(X + sig_lo, sg - sig_lo);  // the sigmoid gates; g is handled below
+      acc_t* g = X + sg;
+      if (ia) tanh_(g, H);
+      // c = f * c_prev + i * g, and the variants
+      if (fg && ig) {
+        const acc_t *f = X + sf, *i = X + si;
+        for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + i[j] * g[j];
+      } else if (fg) {
+        const acc_t* f = X + sf;
+        for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + g[j];
+      } else if (coupled) {  // f = 1 - i
+        const acc_t* i = X + si;
+        for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * (g[j] - cp[j]);
+      } else if (ig) {
+        const acc_t* i = X + si;
+        for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * g[j];
+      } else {
+        for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + g[j];
+      }
+      if (depth) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
+        load(dd, Dp + r * sd, H);
+        load(bl, BL + r * sbl, H);
+        for (int64_t j = 0; j < H; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
+        sigmoid_(dd, H);
+        for (int64_t j = 0; j < H; ++j) cn[j] += dd[j] * bl[j];
+        store(Dp + r * sd, dd, H);
+      }
+      if (peep_o) {
+        acc_t* o = X + so;
+        for (int64_t j = 0; j < H; ++j) o[j] += acc_t(po[j]) * cn[j];
+        sigmoid_(o, H);
+      }
+      if (oa) {
+        for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+        tanh_(hc, H);
+      } else {
+        for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+      }
+      if (og) {
+        const acc_t* o = X + so;
+        for (int64_t j = 0; j < H; ++j) tmp[j] = o[j] * hc[j];
+      } else {
+        for (int64_t j = 0; j < H; ++j) tmp[j] = hc[j];
+      }
+      store(ar, X, GH);
+      store(CN + r * sc, cn, H);
+      if (TCp) store(TCp + r * stc, hc, H);
+      store(Hp + r * sh, tmp, H);
+    }
+  });
+}
+
+void lstm_step(at::Tensor a, const at::Tensor& c_prev, at::Tensor c, const c10::optional<at::Tensor>& tc,
+               at::Tensor h, const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
+               const c10::optional<at::Tensor>& d, const c10::optional<at::Tensor>& below,
+               const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld, int64_t flags) {
+  TORCH_CHECK(a.device().is_cpu(), "lstm_step: CPU tensors only, got ", a.device());
+  TORCH_CHECK(a.dim() == 2 && a.stride(1) == 1, "lstm_step: the gate buffer must be (b, G*H) with contiguous rows");
+  const int64_t b = a.size(0), H = h.size(1);
+  check_rows(c_prev, "c_prev", b, H, a);
+  check_rows(c, "c", b, H, a);
+  check_rows(h, "h", b, H, a);
+  if (tc.has_value()) check_rows(*tc, "tc", b, H, a);
+  if (p_if.has_value()) {
+    TORCH_CHECK(p_if->dim() == 2 && p_if->size(1) == H && p_if->is_contiguous() &&
+                    p_if->scalar_type() == a.scalar_type(), "lstm_step: p_if must be a contiguous (k, H) tensor");
+  }
+  for (const auto* t : {&p_o, &w_cd, &w_ld}) {
+    if (t->has_value()) {
+      TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == H && (*t)->is_contiguous() &&
+                      (*t)->scalar_type() == a.scalar_type(), "lstm_step: p_o, w_cd and w_ld must be contiguous (H,)");
+    }
+  }
+  TORCH_CHECK(d.has_value() == below.has_value() && d.has_value() == w_cd.has_value() &&
+                  d.has_value() == w_ld.has_value(), "lstm_step: the depth gate needs d, below, w_cd and w_ld");
+  if (d.has_value()) {
+    check_rows(*d, "d", b, H, a);
+    check_rows(*below, "below", b, H, a);
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "lstm_step", [&] {
+    lstm_step_impl<scalar_t>(a, c_prev, c, tc, h, p_if, p_o, d, below, w_cd, w_ld, flags);
+  });
+}
+
+// The forward loop of ../lstm.py's lstm_forward for CPU tensors, step for step (one recurrent
+// addmm_ per step into the gate buffer, fgr's gate recurrence, then lstm_step), without the
+// Python overhead of ~10 tensor views per step. P (tc*B, nP) holds the input projection: all
+// steps when tc == T, else a buffer refilled every tc steps from x2 (T*B, I), wih, bias.
+void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih, const at::Tensor& bias,
+                       int64_t tc, const at::Tensor& whh_t, const c10::optional<at::Tensor>& wgh_t,
+                       const c10::optional<at::Tensor>& a0, at::Tensor C, bool keep_c,
+                       const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor Hout, const at::Tensor& h0,
+                       const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
+                       const c10::optional<at::Tensor>& below, const c10::optional<at::Tensor>& w_cd,
+                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags) {
+  const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2), nP = P.size(1);
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_forward_loop: bs must have T entries");
+  const bool depth = below.has_value();
+  const bool fgr = wgh_t.has_value();
+  const int64_t nGH = fgr ? wgh_t->size(0) : 0;
+  at::Tensor P3 = P.view({tc, B, nP});
+  at::Tensor A = P3.narrow(2, 0, GH);
+  c10::optional<at::Tensor> D;
+  if (depth) D = P3.narrow(2, GH, H);
+  const at::Tensor wih_t = wih.t();
+  at::Tensor h_prev = h0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    const int64_t t_in = t % tc;
+    if (tc < T && t_in == 0) {
+      const int64_t n = std::min(tc, T - t);
+      at::Tensor out = P.narrow(0, 0, n * B);
+      at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
+    }
+    at::Tensor a = A.select(0, t_in).narrow(0, 0, b);  // (b, GH)
+    a.addmm_(h_prev.narrow(0, 0, b), whh_t);
+    if (fgr) {
+      at::Tensor a_prev = t == 0 ? a0->narrow(0, 0, b) : A.select(0, t_in - 1).narrow(0, 0, b).narrow(1, 0, nGH);
+      a.narrow(1, 0, nGH).addmm_(a_prev, *wgh_t);
+    }
+    at::Tensor c_prev, c;
+    if (keep_c) {
+      c_prev = C.select(0, t).narrow(0, 0, b);
+      c = C.select(0, t + 1).narrow(0, 0, b);
+    } else {
+      c_prev = C.select(0, t % 2).narrow(0, 0, b);
+      c = C.select(0, (t + 1) % 2).narrow(0, 0, b);
+      if (b < B) C.select(0, (t + 1) % 2).narrow(0, b, B - b).copy_(C.select(0, t % 2).narrow(0, b, B - b));
+    }
+    c10::optional<at::Tensor> hc, d, bl;
+    if (TC.has_value()) hc = (save_tc ? TC->select(0, t) : *TC).narrow(0, 0, b);
+    if (depth) {
+      d = D->select(0, t_in).narrow(0, 0, b);
+      bl = below->select(0, t).narrow(0, 0, b);
+    }
+    lstm_step(a, c_prev, c, hc, Hout.select(0, t).narrow(0, 0, b), p_if, p_o, d, bl, w_cd, w_ld, flags);
+    h_prev = Hout.select(0, t);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY(recur_attn_native, m) {
+  m.def(
+      "lstm_step(Tensor(a!) a, Tensor c_prev, Tensor(b!) c, Tensor(c!)? tc, Tensor(d!) h, Tensor? p_if, "
+      "Tensor? p_o, Tensor(e!)? d, Tensor? below, Tensor? w_cd, Tensor? w_ld, int flags) -> ()");
+  m.def(
+      "lstm_forward_loop(Tensor(a!) P, Tensor x2, Tensor wih, Tensor bias, int tc, Tensor whh_t, Tensor? wgh_t, "
+      "Tensor? a0, Tensor(b!) C, bool keep_c, Tensor(c!)? TC, bool save_tc, Tensor(d!) Hout, Tensor h0, "
+      "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
+  m.impl("lstm_step", &lstm_step);
+  m.impl("lstm_forward_loop", &lstm_forward_loop);
+}

@@ -1,0 +1,160 @@
+"""The C++ pointwise kernels of the fused paths (``csrc/pointwise.cpp``), built on first use.
+
+On a CPU the elementwise part of a recurrent step (sigmoids, tanh, the cell
+update, peepholes) costs about as much as the recurrent GEMM when it runs as
+ten separate torch ops. :func:`lstm_step` does it in one pass per row. The
+extension is compiled with the machine's C++ compiler the first time a CPU
+tensor needs it (about a minute; cached afterwards under
+``$RECUR_ATTN_NATIVE_DIR`` or ``~/.cache/recur_attn/native``) and is used only
+for CPU tensors; CUDA tensors run the torch-op kernels (:mod:`.lstm`).
+
+``RECUR_ATTN_NATIVE`` chooses:
+
+* ``auto`` (default): build and use it; if the build fails (no compiler), warn
+  once with the compiler's message and run the torch-op kernels.
+* ``1`` / ``on``: use it, and raise if it cannot be built.
+* ``0`` / ``off``: never use it (the torch-op kernels everywhere).
+
+:func:`set_mode` overrides the variable at run time (tests use it to compare
+both paths); :func:`status` says which one runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+MODES = ("auto", "on", "off")
+_ALIASES = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off", "": "auto"}
+_SOURCE = Path(__file__).with_name("csrc") / "pointwise.cpp"
+
+_state: dict = {"mode": None, "loaded": None, "error": None}
+
+# bits of lstm_step's flags (csrc/pointwise.cpp)
+INPUT_GATE, FORGET_GATE, OUTPUT_GATE, INPUT_ACTIVATION, OUTPUT_ACTIVATION, COUPLED = 1, 2, 4, 8, 16, 32
+
+
+def _parse(value: str) -> str:
+    v = _ALIASES.get(value.strip().lower(), value.strip().lower())
+    if v not in MODES:
+        raise ValueError(f"RECUR_ATTN_NATIVE={value!r}: valid values are auto, on (1), off (0)")
+    return v
+
+
+def mode() -> str:
+    if _state["mode"] is None:
+        _state["mode"] = _parse(os.environ.get("RECUR_ATTN_NATIVE", "auto"))
+    return _state["mode"]
+
+
+def set_mode(value: str) -> None:
+    """Set the mode for this process ("auto", "on", "off"), overriding RECUR_ATTN_NATIVE."""
+    _state["mode"] = _parse(value)
+
+
+@contextlib.contextmanager
+def using(value: str) -> Iterator[None]:
+    """Run a block with another mode (tests compare the native and the torch-op kernels)."""
+    old = mode()
+    set_mode(value)
+    try:
+        yield
+    finally:
+        _state["mode"] = old
+
+
+def _cpu_tag() -> str:
+    """Builds use -march=native: key the cache by the CPU's flags, torch and the source."""
+    flags = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    h = hashlib.sha1()
+    for part in (flags, platform.machine(), torch.__version__, _SOURCE.read_bytes().decode()):
+        h.update(part.encode())
+    return h.hexdigest()[:12]
+
+
+def build_dir() -> Path:
+    root = os.environ.get("RECUR_ATTN_NATIVE_DIR") or Path.home() / ".cache" / "recur_attn" / "native"
+    return Path(root) / _cpu_tag()
+
+
+def _load() -> bool:
+    if _state["loaded"] is not None:
+        return _state["loaded"]
+    try:
+        from torch.utils.cpp_extension import load
+
+        d = build_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        flags = ["-O3", "-ffast-math"]
+        if platform.machine() in ("x86_64", "AMD64"):
+            flags.append("-march=native")
+        load(name="recur_attn_native", sources=[str(_SOURCE)], extra_cflags=flags, build_directory=str(d),
+             is_python_module=False, verbose=False)
+        _state["loaded"] = True
+    except Exception as e:  # noqa: BLE001 -- any build failure: report it (auto) or raise (on)
+        _state["loaded"], _state["error"] = False, f"{type(e).__name__}: {e}"
+    return _state["loaded"]
+
+
+def available() -> bool:
+    """Whether the extension is (or can be) built on this machine."""
+    return _load()
+
+
+def enabled_for(x: Tensor) -> bool:
+    """Whether the kernels use the native pointwise step for tensors like x."""
+    if x.device.type != "cpu":
+        return False
+    m = mode()
+    if m == "off":
+        return False
+    if _load():
+        return True
+    if m == "on":
+        raise RuntimeError(f"RECUR_ATTN_NATIVE=on but the C++ kernels could not be built: {_state['error']}")
+    if not _state.get("warned"):
+        _state["warned"] = True
+        warnings.warn(
+            "recur_attn: the C++ pointwise kernels could not be built, the fused CPU kernels run on torch ops "
+            f"(slower; set RECUR_ATTN_NATIVE=off to silence). Reason: {_state['error']}", RuntimeWarning,
+            stacklevel=3)
+    return False
+
+
+def status() -> str:
+    """One line for logs and benchmark tables."""
+    m = mode()
+    if m == "off":
+        return "off (RECUR_ATTN_NATIVE=off): torch-op kernels"
+    if _load():
+        return f"on: C++ pointwise kernels ({build_dir()})"
+    return f"unavailable ({_state['error']}): torch-op kernels"
+
+
+def lstm_step(a: Tensor, c_prev: Tensor, c: Tensor, tc: Tensor | None, h: Tensor, p_if: Tensor | None,
+              p_o: Tensor | None, d: Tensor | None, below: Tensor | None, w_cd: Tensor | None,
+              w_ld: Tensor | None, flags: int) -> None:
+    """One LSTM-family step's elementwise part, in place (see csrc/pointwise.cpp)."""
+    torch.ops.recur_attn_native.lstm_step(a, c_prev, c, tc, h, p_if, p_o, d, below, w_cd, w_ld, flags)
+
+
+def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int, whh_t: Tensor, wgh_t: Tensor | None,
+                      a0: Tensor | None, C: Tensor, keep_c: bool, TC: Tensor | None, save_tc: bool, Hout: Tensor,
+                      h0: Tensor, p_if: Tensor | None, p_o: Tensor | None, below: Tensor | None,
+                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int) -> None:
+    """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp)."""
+    torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
+                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags)
