@@ -55,14 +55,16 @@ def random_state(m, B):
     return tuple(torch.randn(s.shape, dtype=torch.float64) * 0.5 for s in m.init_state(B, torch.float64, "cpu"))
 
 
-LSTM_FAMILY = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr", "dglstm")
+# cells whose fused kernel has a C++ forward loop (fast/native.py)
+NATIVE_CELLS = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr", "dglstm", "gru_cho",
+                "mut1", "mut2", "mut3")
 NO_CXX = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
 NATIVE_MODES = [pytest.param("on", marks=NO_CXX), "off"]
 
 
-# the LSTM family runs through the C++ kernels (fast/native.py) on CPU when they can be built: both
-# ways are checked against the reference
-@pytest.mark.parametrize("cell,native_mode", [pytest.param(c, "on", marks=NO_CXX) for c in LSTM_FAMILY]
+# the LSTM family and the reset-before GRU family run through the C++ kernels (fast/native.py) on CPU
+# when they can be built: both ways are checked against the reference
+@pytest.mark.parametrize("cell,native_mode", [pytest.param(c, "on", marks=NO_CXX) for c in NATIVE_CELLS]
                          + [(c, "off") for c in ALL])
 def test_fused_equals_reference(cell, native_mode):
     with native.using(native_mode):

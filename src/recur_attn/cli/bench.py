@@ -182,7 +182,10 @@ def machine_line(device: torch.device) -> str:
             cpu = names[0] if names else cpu
         except OSError:
             pass
-        dev = f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
+        from ..layers.fast import native
+
+        dev = (f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}; "
+               f"C++ kernels {native.status().split(' (')[0].split(':')[0]}")
     try:
         load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:

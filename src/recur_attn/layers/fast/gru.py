@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import native
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
 from .common import stash, take, tanh_, tanh_out
@@ -156,6 +157,9 @@ def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool)
     w1_t, wn_t = w1.t(), wn.t()
     wz_t = None if wz is None else wz.t()
     k1 = w1.shape[0]  # H or 2H
+    if native.enabled_for(xw):  # the same loop in C++ (CPU)
+        native.gru_before_forward_loop(A, w1_t, wz_t, wn_t, RH, save, TH, Hout, h0, bs or [], cfg.keep_z)
+        return {"A": A, "RH": RH, "TH": TH, "H": Hout, "h0": h0}
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]

@@ -2,7 +2,9 @@
 
 On a CPU the elementwise part of a recurrent step (sigmoids, tanh, the cell
 update, peepholes) costs about as much as the recurrent GEMM when it runs as
-ten separate torch ops. :func:`lstm_step` does it in one pass per row. The
+ten separate torch ops. :func:`lstm_step` does it in one pass per row, and
+:func:`lstm_forward_loop` / :func:`gru_before_forward_loop` run the kernels' whole
+forward loops (GEMMs through ATen) without Python's per-step overhead. The
 extension is compiled with the machine's C++ compiler the first time a CPU
 tensor needs it (about a minute; cached afterwards under
 ``$RECUR_ATTN_NATIVE_DIR`` or ``~/.cache/recur_attn/native``) and is used only
@@ -158,3 +160,9 @@ def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int,
     """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp)."""
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
                                                   Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags)
+
+
+def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: Tensor, RH: Tensor, save: bool,
+                            TH: Tensor | None, Hout: Tensor, h0: Tensor, bs: list[int], keep_z: bool) -> None:
+    """The forward loop of :func:`..gru.gru_before_forward` in C++ (see csrc/pointwise.cpp)."""
+    torch.ops.recur_attn_native.gru_before_forward_loop(A, w1_t, wz_t, wn_t, RH, save, TH, Hout, h0, bs, keep_z)

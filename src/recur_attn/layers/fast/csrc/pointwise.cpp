@@ -1,4 +1,5 @@
-// Fused pointwise step of the LSTM family (the Greff cells, lstm, dglstm) for CPU tensors.
+// Fused pointwise steps and forward loops of the LSTM family (the Greff cells, lstm, dglstm) and
+// the reset-before GRU family (gru_cho, MUT1-3) for CPU tensors.
 //
 // The Python kernels in ../lstm.py run one recurrent GEMM per step (addmm_ into the gate
 // buffer) and then about ten elementwise torch ops; on a CPU each of those is a separate
@@ -267,6 +268,113 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   }
 }
 
+// ---------------------------------------------------------------- GRU family, reset before the matmul
+// The forward loop of ../gru.py's gru_before_forward (gru_cho, MUT1-3), step for step:
+//   a[:, :k1] += h_prev W1^T                 (r, and z when it reads h)
+//   MUT3: th = tanh(h_prev); a_z += th Wz^T
+//   r, z = sigma(a_r), sigma(a_z); rh = r * h_prev
+//   a_n += rh Wn^T; n = tanh(a_n)
+//   h = n + z (h_prev - n)  (keep_z: GRU)   or   h = h_prev + z (n - h_prev)  (MUT)
+// A (T, B, 3H) [r, z, n] with every bias folded in; its rows become r, z, n in place.
+template <typename scalar_t>
+void gru_gates_impl(at::Tensor& a, const at::Tensor& hp, at::Tensor& rh) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t b = a.size(0), H = hp.size(1);
+  scalar_t* A = a.data_ptr<scalar_t>();
+  const scalar_t* HP = hp.data_ptr<scalar_t>();
+  scalar_t* RH = rh.data_ptr<scalar_t>();
+  const int64_t sa = a.stride(0), shp = hp.stride(0), srh = rh.stride(0);
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(3 * H, 1));
+  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(3 * H);
+    acc_t *X = buf.data(), *h = X + 2 * H;
+    for (int64_t r = begin; r < end; ++r) {
+      load(X, A + r * sa, 2 * H);
+      load(h, HP + r * shp, H);
+      sigmoid_(X, 2 * H);
+      store(A + r * sa, X, 2 * H);
+      for (int64_t j = 0; j < H; ++j) h[j] *= X[j];
+      store(RH + r * srh, h, H);
+    }
+  });
+}
+
+template <typename scalar_t>
+void tanh_into_impl(const at::Tensor& x, at::Tensor& out) {  // out = tanh(x), rows of (b, H)
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t b = x.size(0), H = x.size(1);
+  const scalar_t* X = x.data_ptr<scalar_t>();
+  scalar_t* O = out.data_ptr<scalar_t>();
+  const int64_t sx = x.stride(0), so = out.stride(0);
+  at::parallel_for(0, b, std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1)), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(H);
+    for (int64_t r = begin; r < end; ++r) {
+      load(buf.data(), X + r * sx, H);
+      tanh_(buf.data(), H);
+      store(O + r * so, buf.data(), H);
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_out_impl(at::Tensor& a, const at::Tensor& hp, at::Tensor& h, bool keep_z) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t b = a.size(0), H = hp.size(1);
+  scalar_t* A = a.data_ptr<scalar_t>();
+  const scalar_t* HP = hp.data_ptr<scalar_t>();
+  scalar_t* HO = h.data_ptr<scalar_t>();
+  const int64_t sa = a.stride(0), shp = hp.stride(0), sh = h.stride(0);
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(2 * H, 1));
+  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(4 * H);
+    acc_t *z = buf.data(), *n = z + H, *hv = n + H, *out = hv + H;
+    for (int64_t r = begin; r < end; ++r) {
+      scalar_t* ar = A + r * sa;
+      load(z, ar + H, H);
+      load(n, ar + 2 * H, H);
+      load(hv, HP + r * shp, H);
+      tanh_(n, H);
+      if (keep_z) {
+        for (int64_t j = 0; j < H; ++j) out[j] = n[j] + z[j] * (hv[j] - n[j]);
+      } else {
+        for (int64_t j = 0; j < H; ++j) out[j] = hv[j] + z[j] * (n[j] - hv[j]);
+      }
+      store(ar + 2 * H, n, H);
+      store(HO + r * sh, out, H);
+    }
+  });
+}
+
+void gru_before_forward_loop(at::Tensor A, const at::Tensor& w1_t, const c10::optional<at::Tensor>& wz_t,
+                             const at::Tensor& wn_t, at::Tensor RH, bool save, const c10::optional<at::Tensor>& TH,
+                             at::Tensor Hout, const at::Tensor& h0, at::IntArrayRef bs, bool keep_z) {
+  TORCH_CHECK(A.device().is_cpu() && A.dim() == 3 && A.stride(2) == 1, "gru_before_forward_loop: A must be a CPU "
+              "(T, B, 3H) tensor with contiguous rows");
+  const int64_t T = A.size(0), B = A.size(1), H = Hout.size(2), k1 = w1_t.size(1);
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "gru_before_forward_loop: bs must have T entries");
+  at::Tensor h_prev = h0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    at::Tensor a = A.select(0, t).narrow(0, 0, b);  // (b, 3H)
+    at::Tensor hp = h_prev.narrow(0, 0, b);
+    a.narrow(1, 0, k1).addmm_(hp, w1_t);
+    if (wz_t.has_value()) {  // MUT3: z reads tanh(h_prev)
+      at::Tensor th = (save ? TH->select(0, t) : *TH).narrow(0, 0, b);
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "tanh_into",
+                                      [&] { tanh_into_impl<scalar_t>(hp, th); });
+      a.narrow(1, H, H).addmm_(th, *wz_t);
+    }
+    at::Tensor rh = (save ? RH.select(0, t) : RH).narrow(0, 0, b);
+    at::Tensor h = Hout.select(0, t).narrow(0, 0, b);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "gru_gates",
+                                    [&] { gru_gates_impl<scalar_t>(a, hp, rh); });
+    a.narrow(1, 2 * H, H).addmm_(rh, wn_t);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "gru_out",
+                                    [&] { gru_out_impl<scalar_t>(a, hp, h, keep_z); });
+    h_prev = Hout.select(0, t);
+  }
+}
+
 }  // namespace
 
 TORCH_LIBRARY(recur_attn_native, m) {
@@ -277,9 +385,13 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "lstm_forward_loop(Tensor(a!) P, Tensor x2, Tensor wih, Tensor bias, int tc, Tensor whh_t, Tensor? wgh_t, "
       "Tensor? a0, Tensor(b!) C, bool keep_c, Tensor(c!)? TC, bool save_tc, Tensor(d!) Hout, Tensor h0, "
       "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags) -> ()");
+  m.def(
+      "gru_before_forward_loop(Tensor(a!) A, Tensor w1_t, Tensor? wz_t, Tensor wn_t, Tensor(b!) RH, bool save, "
+      "Tensor(c!)? TH, Tensor(d!) Hout, Tensor h0, int[] bs, bool keep_z) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_step", &lstm_step);
   m.impl("lstm_forward_loop", &lstm_forward_loop);
+  m.impl("gru_before_forward_loop", &gru_before_forward_loop);
 }
