@@ -17,14 +17,13 @@ from pathlib import Path
 import torch
 
 from recur_attn.models.charlm import CharLM
+from recur_attn.utils.checkpoint import load_checkpoint
 
 
 def load_charlm(ckpt: str | Path) -> tuple[CharLM, list[str]]:
     """A Lightning checkpoint of CharLMTask -> (the CharLM in eval mode, the vocabulary)."""
     path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_checkpoint(path)  # weights only; clear errors for missing, corrupt or unsafe files
     if not isinstance(data, dict) or "charlm_config" not in data or "vocab" not in data:
         raise ValueError(f"{path}: not a character-LM checkpoint (no charlm_config / vocab; "
                          f"train one with model=charlm)")
