@@ -141,10 +141,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
     p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)
     flags = 0
     if use_native:
-        flags = sum(bit for bit, on in (
-            (native.INPUT_GATE, cfg.input_gate), (native.FORGET_GATE, cfg.forget_gate),
-            (native.OUTPUT_GATE, cfg.output_gate), (native.INPUT_ACTIVATION, cfg.input_activation),
-            (native.OUTPUT_ACTIVATION, cfg.output_activation), (native.COUPLED, cfg.coupled)) if on)
+        flags = native.lstm_flags(cfg)
         p_if = None if p_if is None else p_if.contiguous()
         if cfg.depth:
             below = below.contiguous() if below.stride(-1) != 1 else below
@@ -318,7 +315,15 @@ def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below
     k_if = cfg.peep_if
     lo_if = H if cfg.output_gate else 0  # first column of the i/f blocks
 
-    for t in range(T - 1, -1, -1):
+    if native.enabled_for(A):  # the same loop in C++ (CPU); dc_a ends holding dc_0
+        native.lstm_backward_loop(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh,
+                                  None if p_if is None else p_if.contiguous(), p_o, D,
+                                  below.contiguous() if cfg.depth else None, dbelow, w_cd, w_ld, bs or [],
+                                  native.lstm_flags(cfg))
+        steps = range(0)
+    else:
+        steps = range(T - 1, -1, -1)
+    for t in steps:
         b = B if bs is None else bs[t]
         b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
         if b < B:  # rows past their end: no gradient (xw holds its projections there)

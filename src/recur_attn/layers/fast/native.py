@@ -3,8 +3,8 @@
 On a CPU the elementwise part of a recurrent step (sigmoids, tanh, the cell
 update, peepholes) costs about as much as the recurrent GEMM when it runs as
 ten separate torch ops. :func:`lstm_step` does it in one pass per row, and
-:func:`lstm_forward_loop` / :func:`gru_before_forward_loop` run the kernels' whole
-forward loops (GEMMs through ATen) without Python's per-step overhead. The
+:func:`lstm_forward_loop` / :func:`lstm_backward_loop` / :func:`gru_before_forward_loop` run
+the kernels' whole step loops (GEMMs through ATen) without Python's per-step overhead. The
 extension is compiled with the machine's C++ compiler the first time a CPU
 tensor needs it (about a minute; cached afterwards under
 ``$RECUR_ATTN_NATIVE_DIR`` or ``~/.cache/recur_attn/native``) and is used only
@@ -146,6 +146,14 @@ def status() -> str:
     return f"unavailable ({_state['error']}): torch-op kernels"
 
 
+def lstm_flags(cfg) -> int:
+    """The flags argument of the LSTM kernels for an :class:`..lstm.LSTMConfig`."""
+    return sum(bit for bit, on in (
+        (INPUT_GATE, cfg.input_gate), (FORGET_GATE, cfg.forget_gate), (OUTPUT_GATE, cfg.output_gate),
+        (INPUT_ACTIVATION, cfg.input_activation), (OUTPUT_ACTIVATION, cfg.output_activation),
+        (COUPLED, cfg.coupled)) if on)
+
+
 def lstm_step(a: Tensor, c_prev: Tensor, c: Tensor, tc: Tensor | None, h: Tensor, p_if: Tensor | None,
               p_o: Tensor | None, d: Tensor | None, below: Tensor | None, w_cd: Tensor | None,
               w_ld: Tensor | None, flags: int) -> None:
@@ -166,3 +174,13 @@ def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: 
                             TH: Tensor | None, Hout: Tensor, h0: Tensor, bs: list[int], keep_z: bool) -> None:
     """The forward loop of :func:`..gru.gru_before_forward` in C++ (see csrc/pointwise.cpp)."""
     torch.ops.recur_attn_native.gru_before_forward_loop(A, w1_t, wz_t, wn_t, RH, save, TH, Hout, h0, bs, keep_z)
+
+
+def lstm_backward_loop(A: Tensor, C: Tensor, TC: Tensor | None, DH: Tensor, dc_a: Tensor, dc_b: Tensor,
+                       dcseq: Tensor | None, whh: Tensor, wgh: Tensor | None, a0: Tensor | None, E: Tensor | None,
+                       dwgh: Tensor | None, p_if: Tensor | None, p_o: Tensor | None, D: Tensor | None,
+                       below: Tensor | None, dbelow: Tensor | None, w_cd: Tensor | None, w_ld: Tensor | None,
+                       bs: list[int], flags: int) -> None:
+    """The step loop of :func:`..lstm.lstm_backward` in C++ (see csrc/pointwise.cpp)."""
+    torch.ops.recur_attn_native.lstm_backward_loop(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh, p_if,
+                                                   p_o, D, below, dbelow, w_cd, w_ld, bs, flags)

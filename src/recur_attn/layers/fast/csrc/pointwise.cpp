@@ -268,6 +268,217 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   }
 }
 
+// The backward loop of ../lstm.py's lstm_backward, step for step: per step the recurrent dh GEMM
+// (rows alive at t+1), one elementwise pass per row that turns the saved activations of step t
+// into the pre-activation gradients (in place) and gives dc_{t-1}, and fgr's two GEMMs. The
+// weight gradients after the loop stay in Python (one GEMM each).
+//   dh = DH[t] + dA[t+1] W_hh;  dc = carry (+ dcseq[t])
+//   h = o * hc:   dhc = dh * o,  dL/do = dh * hc (+ e_o)
+//   dc += dhc * h'(c);  da_o = dL/do * o (1 - o);  dc += da_o * p_o (peephole on c_t)
+//   dglstm: d(below) = dc * d + da_d * w_ld,  da_d = dc * below * d (1 - d)
+//   dc_{t-1} = dc * f  (f = 1 - i when coupled; 1 without a forget gate)
+//   da_i = (dc * g (g - c_{t-1} when coupled) + e_i) * i (1 - i);  da_g = dc * i * g'(a_g)
+//   da_f = (dc * c_{t-1} + e_f) * f (1 - f)
+//   dc_{t-1} += da_i * p_i + da_f * p_f (peepholes on c_{t-1}) + da_d * w_cd
+template <typename scalar_t>
+void lstm_step_backward_impl(at::Tensor& a, const at::Tensor& c_prev, const at::Tensor& c,
+                             const c10::optional<at::Tensor>& tc, const at::Tensor& dh, const at::Tensor& dc,
+                             at::Tensor& dcn, const c10::optional<at::Tensor>& e,
+                             const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
+                             const c10::optional<at::Tensor>& d, const c10::optional<at::Tensor>& below,
+                             const c10::optional<at::Tensor>& dbelow, const c10::optional<at::Tensor>& w_cd,
+                             const c10::optional<at::Tensor>& w_ld, int64_t flags) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool ig = flags & kInputGate, fg = flags & kForgetGate, og = flags & kOutputGate;
+  const bool ia = flags & kInputActivation, oa = flags & kOutputActivation, coupled = flags & kCoupled;
+  const int64_t b = a.size(0), H = c.size(1), GH = a.size(1);
+  int64_t off = 0;
+  const int64_t so = og ? (off += H) - H : -1;
+  const int64_t si = ig ? (off += H) - H : -1;
+  const int64_t sf = fg ? (off += H) - H : -1;
+  const int64_t sg = off;
+  const int64_t kif = p_if.has_value() ? p_if->size(0) : 0;
+  const bool peep_o = p_o.has_value(), depth = d.has_value(), has_e = e.has_value();
+  const scalar_t* pif = kif ? p_if->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* po = peep_o ? p_o->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* wcd = depth ? w_cd->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* wld = depth ? w_ld->data_ptr<scalar_t>() : nullptr;
+  scalar_t* A = a.data_ptr<scalar_t>();
+  const scalar_t* CP = c_prev.data_ptr<scalar_t>();
+  const scalar_t* CN = c.data_ptr<scalar_t>();
+  const scalar_t* TCp = tc.has_value() ? tc->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* DHp = dh.data_ptr<scalar_t>();
+  const scalar_t* DCp = dc.data_ptr<scalar_t>();
+  scalar_t* DCN = dcn.data_ptr<scalar_t>();
+  const scalar_t* Ep = has_e ? e->data_ptr<scalar_t>() : nullptr;
+  scalar_t* Dp = depth ? d->data_ptr<scalar_t>() : nullptr;
+  const scalar_t* BL = depth ? below->data_ptr<scalar_t>() : nullptr;
+  scalar_t* DBL = depth ? dbelow->data_ptr<scalar_t>() : nullptr;
+  const int64_t sa = a.stride(0), scp = c_prev.stride(0), sc = c.stride(0), sdh = dh.stride(0);
+  const int64_t stc = tc.has_value() ? tc->stride(0) : 0, sdc = dc.stride(0), sdcn = dcn.stride(0);
+  const int64_t se = has_e ? e->stride(0) : 0, sd = depth ? d->stride(0) : 0;
+  const int64_t sbl = depth ? below->stride(0) : 0, sdbl = depth ? dbelow->stride(0) : 0;
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(GH, 1));
+
+  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(2 * GH + 9 * H);
+    acc_t* X = buf.data();  // activations in, pre-activation gradients out (GH)
+    acc_t* ev = X + GH;     // e (fgr), laid out like X's gated blocks
+    acc_t* cp = ev + GH;
+    acc_t* cn = cp + H;
+    acc_t* hc = cn + H;
+    acc_t* dhv = hc + H;
+    acc_t* dcv = dhv + H;
+    acc_t* dcp = dcv + H;
+    acc_t* dd = dcp + H;
+    acc_t* bl = dd + H;
+    acc_t* dbl = bl + H;
+    for (int64_t r = begin; r < end; ++r) {
+      scalar_t* ar = A + r * sa;
+      load(X, ar, GH);
+      load(cp, CP + r * scp, H);
+      load(cn, CN + r * sc, H);
+      if (oa) load(hc, TCp + r * stc, H);
+      else for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+      load(dhv, DHp + r * sdh, H);
+      load(dcv, DCp + r * sdc, H);
+      if (has_e) load(ev, Ep + r * se, GH - H);
+      // h = o * hc
+      if (og) {
+        acc_t* o = X + so;
+        for (int64_t j = 0; j < H; ++j) {
+          const acc_t dhc = dhv[j] * o[j];
+          acc_t dout = dhv[j] * hc[j];
+          if (has_e) dout += ev[so + j];
+          dcv[j] += oa ? dhc * (acc_t(1) - hc[j] * hc[j]) : dhc;
+          o[j] = dout * o[j] * (acc_t(1) - o[j]);  // da_o
+        }
+        if (peep_o) for (int64_t j = 0; j < H; ++j) dcv[j] += o[j] * acc_t(po[j]);
+      } else {
+        for (int64_t j = 0; j < H; ++j) dcv[j] += oa ? dhv[j] * (acc_t(1) - hc[j] * hc[j]) : dhv[j];
+      }
+      if (depth) {  // c += d * below
+        load(dd, Dp + r * sd, H);
+        load(bl, BL + r * sbl, H);
+        for (int64_t j = 0; j < H; ++j) {
+          dbl[j] = dcv[j] * dd[j];
+          dd[j] = dcv[j] * bl[j] * dd[j] * (acc_t(1) - dd[j]);  // da_d
+          dbl[j] += dd[j] * acc_t(wld[j]);
+        }
+      }
+      // dc_{t-1} through the forget path
+      if (fg) {
+        const acc_t* f = X + sf;
+        for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * f[j];
+      } else if (coupled) {
+        const acc_t* i = X + si;
+        for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * (acc_t(1) - i[j]);
+      } else {
+        for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j];
+      }
+      acc_t* g = X + sg;
+      if (ig) {
+        acc_t* i = X + si;
+        for (int64_t j = 0; j < H; ++j) {
+          const acc_t gj = g[j];
+          const acc_t gp = ia ? acc_t(1) - gj * gj : acc_t(1);
+          acc_t di = dcv[j] * (coupled ? gj - cp[j] : gj);
+          if (has_e) di += ev[si + j];
+          g[j] = dcv[j] * i[j] * gp;
+          i[j] = di * i[j] * (acc_t(1) - i[j]);
+        }
+      } else if (ia) {
+        for (int64_t j = 0; j < H; ++j) g[j] = dcv[j] * (acc_t(1) - g[j] * g[j]);
+      } else {
+        for (int64_t j = 0; j < H; ++j) g[j] = dcv[j];
+      }
+      if (fg) {
+        acc_t* f = X + sf;
+        for (int64_t j = 0; j < H; ++j) {
+          acc_t df = dcv[j] * cp[j];
+          if (has_e) df += ev[sf + j];
+          f[j] = df * f[j] * (acc_t(1) - f[j]);
+        }
+      }
+      // peepholes on c_{t-1} (rows for i and f, present ones, after o) and the depth gate's w_cd
+      for (int64_t k = 0; k < kif; ++k) {
+        const acc_t* da = X + (og ? H : 0) + k * H;
+        const scalar_t* p = pif + k * H;
+        for (int64_t j = 0; j < H; ++j) dcp[j] += da[j] * acc_t(p[j]);
+      }
+      if (depth) {
+        for (int64_t j = 0; j < H; ++j) dcp[j] += dd[j] * acc_t(wcd[j]);
+        store(Dp + r * sd, dd, H);
+        store(DBL + r * sdbl, dbl, H);
+      }
+      store(ar, X, GH);
+      store(DCN + r * sdcn, dcp, H);
+    }
+  });
+}
+
+// A (T, B, GH) saved activations -> pre-activation gradients; D likewise for dglstm. DH (T, B, H)
+// dh of every step (output and final-state gradients), overwritten. dc_a, dc_b (B, H): the dc
+// carry, both holding dc_T; on return dc_a holds dc_0. E (B, nGH): fgr's carry, holding da_T.
+void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<at::Tensor>& TC, at::Tensor DH,
+                        at::Tensor dc_a, at::Tensor dc_b, const c10::optional<at::Tensor>& dcseq,
+                        const at::Tensor& whh, const c10::optional<at::Tensor>& wgh,
+                        const c10::optional<at::Tensor>& a0, c10::optional<at::Tensor> E,
+                        c10::optional<at::Tensor> dwgh, const c10::optional<at::Tensor>& p_if,
+                        const c10::optional<at::Tensor>& p_o, c10::optional<at::Tensor> D,
+                        const c10::optional<at::Tensor>& below, c10::optional<at::Tensor> dbelow,
+                        const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld,
+                        at::IntArrayRef bs, int64_t flags) {
+  TORCH_CHECK(A.device().is_cpu() && A.dim() == 3, "lstm_backward_loop: A must be a CPU (T, B, GH) tensor");
+  const int64_t T = A.size(0), B = A.size(1);
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_backward_loop: bs must have T entries");
+  const bool fgr = wgh.has_value(), depth = D.has_value();
+  const int64_t nGH = fgr ? wgh->size(0) : 0;
+  // the row kernel reads rows through raw pointers: every buffer needs contiguous rows
+  auto rows_ok = [](const at::Tensor& t) { return t.stride(t.dim() - 1) == 1; };
+  for (const at::Tensor& t : {A, C, DH, dc_a, dc_b}) {
+    TORCH_CHECK(rows_ok(t), "lstm_backward_loop: buffers must have contiguous rows");
+  }
+  for (const c10::optional<at::Tensor>& t : {TC, E, D, below, dbelow}) {
+    TORCH_CHECK(!t.has_value() || rows_ok(*t), "lstm_backward_loop: buffers must have contiguous rows");
+  }
+  at::Tensor dca = dc_a, dcb = dc_b;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    const int64_t b1 = t == T - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
+    if (b < B) {  // rows past their end: no gradient (the buffer holds their projections there)
+      A.select(0, t).narrow(0, b, B - b).zero_();
+      if (depth) D->select(0, t).narrow(0, b, B - b).zero_();
+    }
+    at::Tensor a = A.select(0, t).narrow(0, 0, b);
+    at::Tensor dh = DH.select(0, t).narrow(0, 0, b);
+    if (b1) dh.narrow(0, 0, b1).addmm_(A.select(0, t + 1).narrow(0, 0, b1), whh);
+    at::Tensor dc = dca.narrow(0, 0, b), dcn = dcb.narrow(0, 0, b);
+    if (dcseq.has_value()) dc.add_(dcseq->select(0, t).narrow(0, 0, b));
+    c10::optional<at::Tensor> hc, e, dt, bl, dbl;
+    if (TC.has_value()) hc = TC->select(0, t).narrow(0, 0, b);
+    if (fgr) e = E->narrow(0, 0, b);
+    if (depth) {
+      dt = D->select(0, t).narrow(0, 0, b);
+      bl = below->select(0, t).narrow(0, 0, b);
+      dbl = dbelow->select(0, t).narrow(0, 0, b);
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "lstm_step_backward", [&] {
+      lstm_step_backward_impl<scalar_t>(a, C.select(0, t).narrow(0, 0, b), C.select(0, t + 1).narrow(0, 0, b), hc,
+                                        dh, dc, dcn, e, p_if, p_o, dt, bl, dbl, w_cd, w_ld, flags);
+    });
+    if (fgr) {
+      at::Tensor dag = a.narrow(1, 0, nGH);
+      at::Tensor a_prev = t == 0 ? a0->narrow(0, 0, b) : A.select(0, t - 1).narrow(0, 0, b).narrow(1, 0, nGH);
+      dwgh->addmm_(dag.t(), a_prev);
+      at::Tensor eo = E->narrow(0, 0, b);
+      at::mm_out(eo, dag, *wgh);
+    }
+    std::swap(dca, dcb);
+  }
+  if (!dca.is_same(dc_a)) dc_a.copy_(dca);
+}
+
 // ---------------------------------------------------------------- GRU family, reset before the matmul
 // The forward loop of ../gru.py's gru_before_forward (gru_cho, MUT1-3), step for step:
 //   a[:, :k1] += h_prev W1^T                 (r, and z when it reads h)
@@ -386,6 +597,11 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "Tensor? a0, Tensor(b!) C, bool keep_c, Tensor(c!)? TC, bool save_tc, Tensor(d!) Hout, Tensor h0, "
       "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags) -> ()");
   m.def(
+      "lstm_backward_loop(Tensor(a!) A, Tensor C, Tensor? TC, Tensor(b!) DH, Tensor(c!) dc_a, Tensor(d!) dc_b, "
+      "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
+      "Tensor? p_o, Tensor(g!)? D, Tensor? below, Tensor(h!)? dbelow, Tensor? w_cd, Tensor? w_ld, int[] bs, "
+      "int flags) -> ()");
+  m.def(
       "gru_before_forward_loop(Tensor(a!) A, Tensor w1_t, Tensor? wz_t, Tensor wn_t, Tensor(b!) RH, bool save, "
       "Tensor(c!)? TH, Tensor(d!) Hout, Tensor h0, int[] bs, bool keep_z) -> ()");
 }
@@ -394,4 +610,5 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_step", &lstm_step);
   m.impl("lstm_forward_loop", &lstm_forward_loop);
   m.impl("gru_before_forward_loop", &gru_before_forward_loop);
+  m.impl("lstm_backward_loop", &lstm_backward_loop);
 }
