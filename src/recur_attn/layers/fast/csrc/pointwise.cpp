@@ -63,6 +63,17 @@ void store(scalar_t* dst, const acc_t* src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<scalar_t>(src[j]);
 }
 
+// Runs fn(row, scratch) for rows [0, b) in parallel; scratch: `scratch` values of acc_t per task.
+// The grain gives each task about 8k values of `width` columns, enough to pay for a parallel region.
+template <typename acc_t, typename F>
+void for_rows(int64_t b, int64_t width, int64_t scratch, const F& fn) {
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(width, 1));
+  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(scratch);
+    for (int64_t r = begin; r < end; ++r) fn(r, buf.data());
+  });
+}
+
 void check_rows(const at::Tensor& t, const char* name, int64_t b, int64_t cols, const at::Tensor& like) {
   TORCH_CHECK(t.dim() == 2 && t.size(0) == b && t.size(1) == cols, "lstm_step: ", name, " must be (", b, ", ",
               cols, "), got ", t.sizes());
@@ -106,77 +117,70 @@ void lstm_step_impl(at::Tensor& a, const at::Tensor& c_prev, at::Tensor& c, cons
   const int64_t sa = a.stride(0), scp = c_prev.stride(0), sc = c.stride(0), sh = h.stride(0);
   const int64_t stc = tc.has_value() ? tc->stride(0) : 0;
   const int64_t sd = depth ? d->stride(0) : 0, sbl = depth ? below->stride(0) : 0;
-  // rows per task: enough work to pay for a parallel region
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(GH, 1));
-
-  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(GH + 6 * H);
-    acc_t* X = buf.data();      // gate row (GH)
-    acc_t* cp = X + GH;         // c_prev
-    acc_t* cn = cp + H;         // c
-    acc_t* hc = cn + H;         // h(c)
-    acc_t* dd = hc + H;         // depth gate
-    acc_t* bl = dd + H;         // below
+  for_rows<acc_t>(b, GH, GH + 6 * H, [&](int64_t r, acc_t* X) {  // X: the gate row (GH), then:
+    acc_t* cp = X + GH;  // c_prev
+    acc_t* cn = cp + H;  // c
+    acc_t* hc = cn + H;  // h(c)
+    acc_t* dd = hc + H;  // depth gate
+    acc_t* bl = dd + H;  // below
     acc_t* tmp = bl + H;
-    for (int64_t r = begin; r < end; ++r) {
-      scalar_t* ar = A + r * sa;
-      load(X, ar, GH);
-      load(cp, CP + r * scp, H);
-      // peepholes of i and f on c_{t-1}
-      for (int64_t k = 0; k < kif; ++k) {
-        acc_t* x = X + (og ? H : 0) + k * H;
-        const scalar_t* p = pif + k * H;
-        for (int64_t j = 0; j < H; ++j) x[j] += acc_t(p[j]) * cp[j];
-      }
-      sigmoid_(X + sig_lo, sg - sig_lo);  // the sigmoid gates; g is handled below
-      acc_t* g = X + sg;
-      if (ia) tanh_(g, H);
-      // c = f * c_prev + i * g, and the variants
-      if (fg && ig) {
-        const acc_t *f = X + sf, *i = X + si;
-        for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + i[j] * g[j];
-      } else if (fg) {
-        const acc_t* f = X + sf;
-        for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + g[j];
-      } else if (coupled) {  // f = 1 - i
-        const acc_t* i = X + si;
-        for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * (g[j] - cp[j]);
-      } else if (ig) {
-        const acc_t* i = X + si;
-        for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * g[j];
-      } else {
-        for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + g[j];
-      }
-      if (depth) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
-        load(dd, Dp + r * sd, H);
-        load(bl, BL + r * sbl, H);
-        for (int64_t j = 0; j < H; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
-        sigmoid_(dd, H);
-        for (int64_t j = 0; j < H; ++j) cn[j] += dd[j] * bl[j];
-        store(Dp + r * sd, dd, H);
-      }
-      if (peep_o) {
-        acc_t* o = X + so;
-        for (int64_t j = 0; j < H; ++j) o[j] += acc_t(po[j]) * cn[j];
-        sigmoid_(o, H);
-      }
-      if (oa) {
-        for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-        tanh_(hc, H);
-      } else {
-        for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-      }
-      if (og) {
-        const acc_t* o = X + so;
-        for (int64_t j = 0; j < H; ++j) tmp[j] = o[j] * hc[j];
-      } else {
-        for (int64_t j = 0; j < H; ++j) tmp[j] = hc[j];
-      }
-      store(ar, X, GH);
-      store(CN + r * sc, cn, H);
-      if (TCp) store(TCp + r * stc, hc, H);
-      store(Hp + r * sh, tmp, H);
+    scalar_t* ar = A + r * sa;
+    load(X, ar, GH);
+    load(cp, CP + r * scp, H);
+    // peepholes of i and f on c_{t-1}
+    for (int64_t k = 0; k < kif; ++k) {
+      acc_t* x = X + (og ? H : 0) + k * H;
+      const scalar_t* p = pif + k * H;
+      for (int64_t j = 0; j < H; ++j) x[j] += acc_t(p[j]) * cp[j];
     }
+    sigmoid_(X + sig_lo, sg - sig_lo);  // the sigmoid gates; g is handled below
+    acc_t* g = X + sg;
+    if (ia) tanh_(g, H);
+    // c = f * c_prev + i * g, and the variants
+    if (fg && ig) {
+      const acc_t *f = X + sf, *i = X + si;
+      for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + i[j] * g[j];
+    } else if (fg) {
+      const acc_t* f = X + sf;
+      for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + g[j];
+    } else if (coupled) {  // f = 1 - i
+      const acc_t* i = X + si;
+      for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * (g[j] - cp[j]);
+    } else if (ig) {
+      const acc_t* i = X + si;
+      for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * g[j];
+    } else {
+      for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + g[j];
+    }
+    if (depth) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
+      load(dd, Dp + r * sd, H);
+      load(bl, BL + r * sbl, H);
+      for (int64_t j = 0; j < H; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
+      sigmoid_(dd, H);
+      for (int64_t j = 0; j < H; ++j) cn[j] += dd[j] * bl[j];
+      store(Dp + r * sd, dd, H);
+    }
+    if (peep_o) {
+      acc_t* o = X + so;
+      for (int64_t j = 0; j < H; ++j) o[j] += acc_t(po[j]) * cn[j];
+      sigmoid_(o, H);
+    }
+    if (oa) {
+      for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+      tanh_(hc, H);
+    } else {
+      for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+    }
+    if (og) {
+      const acc_t* o = X + so;
+      for (int64_t j = 0; j < H; ++j) tmp[j] = o[j] * hc[j];
+    } else {
+      for (int64_t j = 0; j < H; ++j) tmp[j] = hc[j];
+    }
+    store(ar, X, GH);
+    store(CN + r * sc, cn, H);
+    if (TCp) store(TCp + r * stc, hc, H);
+    store(Hp + r * sh, tmp, H);
   });
 }
 
@@ -318,11 +322,8 @@ void lstm_step_backward_impl(at::Tensor& a, const at::Tensor& c_prev, const at::
   const int64_t stc = tc.has_value() ? tc->stride(0) : 0, sdc = dc.stride(0), sdcn = dcn.stride(0);
   const int64_t se = has_e ? e->stride(0) : 0, sd = depth ? d->stride(0) : 0;
   const int64_t sbl = depth ? below->stride(0) : 0, sdbl = depth ? dbelow->stride(0) : 0;
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(GH, 1));
-
-  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(2 * GH + 9 * H);
-    acc_t* X = buf.data();  // activations in, pre-activation gradients out (GH)
+  // X: activations in, pre-activation gradients out (GH)
+  for_rows<acc_t>(b, GH, 2 * GH + 9 * H, [&](int64_t r, acc_t* X) {
     acc_t* ev = X + GH;     // e (fgr), laid out like X's gated blocks
     acc_t* cp = ev + GH;
     acc_t* cn = cp + H;
@@ -333,87 +334,85 @@ void lstm_step_backward_impl(at::Tensor& a, const at::Tensor& c_prev, const at::
     acc_t* dd = dcp + H;
     acc_t* bl = dd + H;
     acc_t* dbl = bl + H;
-    for (int64_t r = begin; r < end; ++r) {
-      scalar_t* ar = A + r * sa;
-      load(X, ar, GH);
-      load(cp, CP + r * scp, H);
-      load(cn, CN + r * sc, H);
-      if (oa) load(hc, TCp + r * stc, H);
-      else for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-      load(dhv, DHp + r * sdh, H);
-      load(dcv, DCp + r * sdc, H);
-      if (has_e) load(ev, Ep + r * se, GH - H);
-      // h = o * hc
-      if (og) {
-        acc_t* o = X + so;
-        for (int64_t j = 0; j < H; ++j) {
-          const acc_t dhc = dhv[j] * o[j];
-          acc_t dout = dhv[j] * hc[j];
-          if (has_e) dout += ev[so + j];
-          dcv[j] += oa ? dhc * (acc_t(1) - hc[j] * hc[j]) : dhc;
-          o[j] = dout * o[j] * (acc_t(1) - o[j]);  // da_o
-        }
-        if (peep_o) for (int64_t j = 0; j < H; ++j) dcv[j] += o[j] * acc_t(po[j]);
-      } else {
-        for (int64_t j = 0; j < H; ++j) dcv[j] += oa ? dhv[j] * (acc_t(1) - hc[j] * hc[j]) : dhv[j];
+    scalar_t* ar = A + r * sa;
+    load(X, ar, GH);
+    load(cp, CP + r * scp, H);
+    load(cn, CN + r * sc, H);
+    if (oa) load(hc, TCp + r * stc, H);
+    else for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+    load(dhv, DHp + r * sdh, H);
+    load(dcv, DCp + r * sdc, H);
+    if (has_e) load(ev, Ep + r * se, GH - H);
+    // h = o * hc
+    if (og) {
+      acc_t* o = X + so;
+      for (int64_t j = 0; j < H; ++j) {
+        const acc_t dhc = dhv[j] * o[j];
+        acc_t dout = dhv[j] * hc[j];
+        if (has_e) dout += ev[so + j];
+        dcv[j] += oa ? dhc * (acc_t(1) - hc[j] * hc[j]) : dhc;
+        o[j] = dout * o[j] * (acc_t(1) - o[j]);  // da_o
       }
-      if (depth) {  // c += d * below
-        load(dd, Dp + r * sd, H);
-        load(bl, BL + r * sbl, H);
-        for (int64_t j = 0; j < H; ++j) {
-          dbl[j] = dcv[j] * dd[j];
-          dd[j] = dcv[j] * bl[j] * dd[j] * (acc_t(1) - dd[j]);  // da_d
-          dbl[j] += dd[j] * acc_t(wld[j]);
-        }
-      }
-      // dc_{t-1} through the forget path
-      if (fg) {
-        const acc_t* f = X + sf;
-        for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * f[j];
-      } else if (coupled) {
-        const acc_t* i = X + si;
-        for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * (acc_t(1) - i[j]);
-      } else {
-        for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j];
-      }
-      acc_t* g = X + sg;
-      if (ig) {
-        acc_t* i = X + si;
-        for (int64_t j = 0; j < H; ++j) {
-          const acc_t gj = g[j];
-          const acc_t gp = ia ? acc_t(1) - gj * gj : acc_t(1);
-          acc_t di = dcv[j] * (coupled ? gj - cp[j] : gj);
-          if (has_e) di += ev[si + j];
-          g[j] = dcv[j] * i[j] * gp;
-          i[j] = di * i[j] * (acc_t(1) - i[j]);
-        }
-      } else if (ia) {
-        for (int64_t j = 0; j < H; ++j) g[j] = dcv[j] * (acc_t(1) - g[j] * g[j]);
-      } else {
-        for (int64_t j = 0; j < H; ++j) g[j] = dcv[j];
-      }
-      if (fg) {
-        acc_t* f = X + sf;
-        for (int64_t j = 0; j < H; ++j) {
-          acc_t df = dcv[j] * cp[j];
-          if (has_e) df += ev[sf + j];
-          f[j] = df * f[j] * (acc_t(1) - f[j]);
-        }
-      }
-      // peepholes on c_{t-1} (rows for i and f, present ones, after o) and the depth gate's w_cd
-      for (int64_t k = 0; k < kif; ++k) {
-        const acc_t* da = X + (og ? H : 0) + k * H;
-        const scalar_t* p = pif + k * H;
-        for (int64_t j = 0; j < H; ++j) dcp[j] += da[j] * acc_t(p[j]);
-      }
-      if (depth) {
-        for (int64_t j = 0; j < H; ++j) dcp[j] += dd[j] * acc_t(wcd[j]);
-        store(Dp + r * sd, dd, H);
-        store(DBL + r * sdbl, dbl, H);
-      }
-      store(ar, X, GH);
-      store(DCN + r * sdcn, dcp, H);
+      if (peep_o) for (int64_t j = 0; j < H; ++j) dcv[j] += o[j] * acc_t(po[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) dcv[j] += oa ? dhv[j] * (acc_t(1) - hc[j] * hc[j]) : dhv[j];
     }
+    if (depth) {  // c += d * below
+      load(dd, Dp + r * sd, H);
+      load(bl, BL + r * sbl, H);
+      for (int64_t j = 0; j < H; ++j) {
+        dbl[j] = dcv[j] * dd[j];
+        dd[j] = dcv[j] * bl[j] * dd[j] * (acc_t(1) - dd[j]);  // da_d
+        dbl[j] += dd[j] * acc_t(wld[j]);
+      }
+    }
+    // dc_{t-1} through the forget path
+    if (fg) {
+      const acc_t* f = X + sf;
+      for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * f[j];
+    } else if (coupled) {
+      const acc_t* i = X + si;
+      for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * (acc_t(1) - i[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j];
+    }
+    acc_t* g = X + sg;
+    if (ig) {
+      acc_t* i = X + si;
+      for (int64_t j = 0; j < H; ++j) {
+        const acc_t gj = g[j];
+        const acc_t gp = ia ? acc_t(1) - gj * gj : acc_t(1);
+        acc_t di = dcv[j] * (coupled ? gj - cp[j] : gj);
+        if (has_e) di += ev[si + j];
+        g[j] = dcv[j] * i[j] * gp;
+        i[j] = di * i[j] * (acc_t(1) - i[j]);
+      }
+    } else if (ia) {
+      for (int64_t j = 0; j < H; ++j) g[j] = dcv[j] * (acc_t(1) - g[j] * g[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) g[j] = dcv[j];
+    }
+    if (fg) {
+      acc_t* f = X + sf;
+      for (int64_t j = 0; j < H; ++j) {
+        acc_t df = dcv[j] * cp[j];
+        if (has_e) df += ev[sf + j];
+        f[j] = df * f[j] * (acc_t(1) - f[j]);
+      }
+    }
+    // peepholes on c_{t-1} (rows for i and f, present ones, after o) and the depth gate's w_cd
+    for (int64_t k = 0; k < kif; ++k) {
+      const acc_t* da = X + (og ? H : 0) + k * H;
+      const scalar_t* p = pif + k * H;
+      for (int64_t j = 0; j < H; ++j) dcp[j] += da[j] * acc_t(p[j]);
+    }
+    if (depth) {
+      for (int64_t j = 0; j < H; ++j) dcp[j] += dd[j] * acc_t(wcd[j]);
+      store(Dp + r * sd, dd, H);
+      store(DBL + r * sdbl, dbl, H);
+    }
+    store(ar, X, GH);
+    store(DCN + r * sdcn, dcp, H);
   });
 }
 
@@ -495,18 +494,14 @@ void gru_gates_impl(at::Tensor& a, const at::Tensor& hp, at::Tensor& rh) {
   const scalar_t* HP = hp.data_ptr<scalar_t>();
   scalar_t* RH = rh.data_ptr<scalar_t>();
   const int64_t sa = a.stride(0), shp = hp.stride(0), srh = rh.stride(0);
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(3 * H, 1));
-  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(3 * H);
-    acc_t *X = buf.data(), *h = X + 2 * H;
-    for (int64_t r = begin; r < end; ++r) {
-      load(X, A + r * sa, 2 * H);
-      load(h, HP + r * shp, H);
-      sigmoid_(X, 2 * H);
-      store(A + r * sa, X, 2 * H);
-      for (int64_t j = 0; j < H; ++j) h[j] *= X[j];
-      store(RH + r * srh, h, H);
-    }
+  for_rows<acc_t>(b, 3 * H, 3 * H, [&](int64_t r, acc_t* X) {
+    acc_t* h = X + 2 * H;
+    load(X, A + r * sa, 2 * H);
+    load(h, HP + r * shp, H);
+    sigmoid_(X, 2 * H);
+    store(A + r * sa, X, 2 * H);
+    for (int64_t j = 0; j < H; ++j) h[j] *= X[j];
+    store(RH + r * srh, h, H);
   });
 }
 
@@ -517,13 +512,10 @@ void tanh_into_impl(const at::Tensor& x, at::Tensor& out) {  // out = tanh(x), r
   const scalar_t* X = x.data_ptr<scalar_t>();
   scalar_t* O = out.data_ptr<scalar_t>();
   const int64_t sx = x.stride(0), so = out.stride(0);
-  at::parallel_for(0, b, std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1)), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(H);
-    for (int64_t r = begin; r < end; ++r) {
-      load(buf.data(), X + r * sx, H);
-      tanh_(buf.data(), H);
-      store(O + r * so, buf.data(), H);
-    }
+  for_rows<acc_t>(b, H, H, [&](int64_t r, acc_t* buf) {
+    load(buf, X + r * sx, H);
+    tanh_(buf, H);
+    store(O + r * so, buf, H);
   });
 }
 
@@ -535,24 +527,20 @@ void gru_out_impl(at::Tensor& a, const at::Tensor& hp, at::Tensor& h, bool keep_
   const scalar_t* HP = hp.data_ptr<scalar_t>();
   scalar_t* HO = h.data_ptr<scalar_t>();
   const int64_t sa = a.stride(0), shp = hp.stride(0), sh = h.stride(0);
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(2 * H, 1));
-  at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(4 * H);
-    acc_t *z = buf.data(), *n = z + H, *hv = n + H, *out = hv + H;
-    for (int64_t r = begin; r < end; ++r) {
-      scalar_t* ar = A + r * sa;
-      load(z, ar + H, H);
-      load(n, ar + 2 * H, H);
-      load(hv, HP + r * shp, H);
-      tanh_(n, H);
-      if (keep_z) {
-        for (int64_t j = 0; j < H; ++j) out[j] = n[j] + z[j] * (hv[j] - n[j]);
-      } else {
-        for (int64_t j = 0; j < H; ++j) out[j] = hv[j] + z[j] * (n[j] - hv[j]);
-      }
-      store(ar + 2 * H, n, H);
-      store(HO + r * sh, out, H);
+  for_rows<acc_t>(b, 2 * H, 4 * H, [&](int64_t r, acc_t* z) {
+    acc_t *n = z + H, *hv = n + H, *out = hv + H;
+    scalar_t* ar = A + r * sa;
+    load(z, ar + H, H);
+    load(n, ar + 2 * H, H);
+    load(hv, HP + r * shp, H);
+    tanh_(n, H);
+    if (keep_z) {
+      for (int64_t j = 0; j < H; ++j) out[j] = n[j] + z[j] * (hv[j] - n[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) out[j] = hv[j] + z[j] * (n[j] - hv[j]);
     }
+    store(ar + 2 * H, n, H);
+    store(HO + r * sh, out, H);
   });
 }
 
