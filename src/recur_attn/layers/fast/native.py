@@ -2,7 +2,7 @@
 
 On a CPU the elementwise part of a recurrent step (sigmoids, tanh, the cell
 update, peepholes) costs about as much as the recurrent GEMM when it runs as
-ten separate torch ops. :func:`lstm_step` does it in one pass per row, and
+ten separate torch ops. The C++ kernels do it in one pass per row, and
 :func:`lstm_forward_loop` / :func:`lstm_backward_loop` / :func:`gru_before_forward_loop` run
 the kernels' whole step loops (GEMMs through ATen) without Python's per-step overhead. The
 extension is compiled with the machine's C++ compiler the first time a CPU
@@ -40,7 +40,7 @@ _SOURCE = Path(__file__).with_name("csrc") / "pointwise.cpp"
 
 _state: dict = {"mode": None, "loaded": None, "error": None}
 
-# bits of lstm_step's flags (csrc/pointwise.cpp)
+# bits of the LSTM kernels' flags (csrc/pointwise.cpp)
 INPUT_GATE, FORGET_GATE, OUTPUT_GATE, INPUT_ACTIVATION, OUTPUT_ACTIVATION, COUPLED = 1, 2, 4, 8, 16, 32
 
 
@@ -152,13 +152,6 @@ def lstm_flags(cfg) -> int:
         (INPUT_GATE, cfg.input_gate), (FORGET_GATE, cfg.forget_gate), (OUTPUT_GATE, cfg.output_gate),
         (INPUT_ACTIVATION, cfg.input_activation), (OUTPUT_ACTIVATION, cfg.output_activation),
         (COUPLED, cfg.coupled)) if on)
-
-
-def lstm_step(a: Tensor, c_prev: Tensor, c: Tensor, tc: Tensor | None, h: Tensor, p_if: Tensor | None,
-              p_o: Tensor | None, d: Tensor | None, below: Tensor | None, w_cd: Tensor | None,
-              w_ld: Tensor | None, flags: int) -> None:
-    """One LSTM-family step's elementwise part, in place (see csrc/pointwise.cpp)."""
-    torch.ops.recur_attn_native.lstm_step(a, c_prev, c, tc, h, p_if, p_o, d, below, w_cd, w_ld, flags)
 
 
 def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int, whh_t: Tensor, wgh_t: Tensor | None,

@@ -578,9 +578,6 @@ void gru_before_forward_loop(at::Tensor A, const at::Tensor& w1_t, const c10::op
 
 TORCH_LIBRARY(recur_attn_native, m) {
   m.def(
-      "lstm_step(Tensor(a!) a, Tensor c_prev, Tensor(b!) c, Tensor(c!)? tc, Tensor(d!) h, Tensor? p_if, "
-      "Tensor? p_o, Tensor(e!)? d, Tensor? below, Tensor? w_cd, Tensor? w_ld, int flags) -> ()");
-  m.def(
       "lstm_forward_loop(Tensor(a!) P, Tensor x2, Tensor wih, Tensor bias, int tc, Tensor whh_t, Tensor? wgh_t, "
       "Tensor? a0, Tensor(b!) C, bool keep_c, Tensor(c!)? TC, bool save_tc, Tensor(d!) Hout, Tensor h0, "
       "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags) -> ()");
@@ -595,7 +592,6 @@ TORCH_LIBRARY(recur_attn_native, m) {
 }
 
 TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
-  m.impl("lstm_step", &lstm_step);
   m.impl("lstm_forward_loop", &lstm_forward_loop);
   m.impl("gru_before_forward_loop", &gru_before_forward_loop);
   m.impl("lstm_backward_loop", &lstm_backward_loop);
