@@ -16,13 +16,14 @@ Implementations (``impl``):
   * ``"reference"``: the generic step-by-step loop over ``cell.step`` -- the
     plain, obviously-correct definition every faster path is checked against.
   * ``"torch"``: torch's own fused kernel (cuDNN on GPU) -- only for ``lstm``,
-    ``gru``, ``rnn_tanh`` and ``rnn_relu``, which torch implements.
+    ``gru``, ``rnn_tanh`` and ``rnn_relu``, which torch implements, and ``np``
+    (Greff's LSTM without peepholes: nn.LSTM's equations exactly).
   * ``"fused"``: the project's whole-sequence kernels (:mod:`.fast`): one GEMM
     for the input projections, one fused recurrent GEMM per step, a
     hand-written backward -- every cell of the zoo (clockwork: periods that
     form a divisibility chain, as the default 2^k).
   * ``"auto"`` (default): the fastest implementation the cell has: "torch"
-    for the four cells torch implements, else "fused" where the cell has a
+    for the five cells above, else "fused" where the cell has a
     kernel, else "reference". ``active_impl`` says which one runs.
 """
 
@@ -40,8 +41,9 @@ from ..cells.base import check_size
 from .fast import forward_fused
 from .fast import supports as fused_supports
 
-#: cells torch runs with its own fused kernels, and the _VF entry for each
-TORCH_FUSED = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
+#: cells torch runs with its own fused kernels, and the _VF entry for each. Greff's ``np`` (no
+#: peepholes) has exactly nn.LSTM's equations and parameter layout, so it runs nn.LSTM's kernel.
+TORCH_FUSED = {"lstm": "lstm", "np": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
 IMPLS = ("auto", "torch", "fused", "reference")
 
 
