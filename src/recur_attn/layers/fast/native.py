@@ -157,10 +157,26 @@ def lstm_flags(cfg) -> int:
 def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int, whh_t: Tensor, wgh_t: Tensor | None,
                       a0: Tensor | None, C: Tensor, keep_c: bool, TC: Tensor | None, save_tc: bool, Hout: Tensor,
                       h0: Tensor, p_if: Tensor | None, p_o: Tensor | None, below: Tensor | None,
-                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int) -> None:
-    """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp)."""
+                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int,
+                      whh: Tensor) -> None:
+    """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp).
+
+    float32: the recurrent GEMM runs through oneDNN with ``whh`` (G*H, H) prepacked once per call."""
+    packed = pack_linear_weight(whh, Hout.shape[1])
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
-                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags)
+                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags, packed)
+
+
+def _has_onednn_linear() -> bool:
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def pack_linear_weight(w: Tensor, batch: int) -> Tensor | None:
+    """w (N, K) prepacked for oneDNN's linear (float32 CPU tensors; None otherwise: MKL's addmm runs)."""
+    if w.dtype != torch.float32 or w.device.type != "cpu" or not _has_onednn_linear():
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), batch)
 
 
 def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: Tensor, RH: Tensor, save: bool,
