@@ -144,7 +144,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
         flags = native.lstm_flags(cfg)
         p_if = None if p_if is None else p_if.contiguous()
         if cfg.depth:
-            below = below.contiguous() if below.stride(-1) != 1 else below
+            below = below.contiguous()
         native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save, Hout, h0, p_if, p_o,
                                  below if cfg.depth else None, w_cd, w_ld, bs or [], GH, flags, whh)
         return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}

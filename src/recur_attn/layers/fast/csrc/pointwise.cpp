@@ -76,70 +76,62 @@ void for_rows(int64_t b, int64_t width, int64_t scratch, const F& fn) {
   });
 }
 
-void check_rows(const at::Tensor& t, const char* name, int64_t b, int64_t cols, const at::Tensor& like) {
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == b && t.size(1) == cols, "lstm_step: ", name, " must be (", b, ", ",
-              cols, "), got ", t.sizes());
-  TORCH_CHECK(t.stride(1) == 1, "lstm_step: ", name, " must have contiguous rows");
-  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.device() == like.device(), "lstm_step: ", name,
-              " must match the gate buffer's dtype and device");
-}
+// One step's rows: raw pointers and row strides (the loop below computes them, no tensor views).
+template <typename scalar_t>
+struct LstmStep {
+  scalar_t* a;          // (b, GH) gate buffer, row stride sa
+  const scalar_t* rec;  // (b, GH) h W^T when not accumulated into a (contiguous), or null
+  const scalar_t* c_prev;
+  scalar_t* c;
+  scalar_t* tc;  // h(c), or null
+  scalar_t* h;
+  scalar_t* d;  // depth gate (row stride sd), or null
+  const scalar_t* below;
+  int64_t b, sa, sd;
+};
+
+// Constants of a layer: sizes, variant flags and the per-unit weights.
+template <typename scalar_t>
+struct LstmConsts {
+  int64_t H, GH, kif;
+  bool ig, fg, og, ia, oa, coupled;
+  const scalar_t* p_if;  // (kif, H) peepholes of i and f, or null
+  const scalar_t* p_o;   // (H,) peephole of o, or null
+  const scalar_t* w_cd;  // depth gate weights (H,), or null
+  const scalar_t* w_ld;
+};
 
 template <typename scalar_t>
-void lstm_step_impl(at::Tensor& a, const c10::optional<at::Tensor>& rec, const at::Tensor& c_prev, at::Tensor& c,
-                    const c10::optional<at::Tensor>& tc,
-                    at::Tensor& h, const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
-                    const c10::optional<at::Tensor>& d, const c10::optional<at::Tensor>& below,
-                    const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld, int64_t flags) {
+void lstm_step_impl(const LstmConsts<scalar_t>& k, const LstmStep<scalar_t>& st) {
   using acc_t = at::opmath_type<scalar_t>;
-  const bool ig = flags & kInputGate, fg = flags & kForgetGate, og = flags & kOutputGate;
-  const bool ia = flags & kInputActivation, oa = flags & kOutputActivation, coupled = flags & kCoupled;
-  const int64_t b = a.size(0), H = h.size(1), GH = a.size(1);
-  const int64_t nblocks = int64_t(og) + int64_t(ig) + int64_t(fg) + 1;
-  TORCH_CHECK(GH == nblocks * H, "lstm_step: the gate buffer has ", GH, " columns, expected ", nblocks, " x ", H);
+  const int64_t H = k.H, GH = k.GH;
+  const bool ig = k.ig, fg = k.fg, og = k.og, ia = k.ia, oa = k.oa, coupled = k.coupled;
   // internal order o, i, f, g
   int64_t off = 0;
   const int64_t so = og ? (off += H) - H : -1;
   const int64_t si = ig ? (off += H) - H : -1;
   const int64_t sf = fg ? (off += H) - H : -1;
   const int64_t sg = off;
-  const int64_t kif = p_if.has_value() ? p_if->size(0) : 0;
-  const bool peep_o = p_o.has_value();
-  const bool depth = d.has_value();
-  const int64_t sig_lo = peep_o ? H : 0;  // o is activated after c when it peeks at c_t
-  const scalar_t* pif = kif ? p_if->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* po = peep_o ? p_o->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* wcd = depth ? w_cd->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* wld = depth ? w_ld->data_ptr<scalar_t>() : nullptr;
-  scalar_t* A = a.data_ptr<scalar_t>();
-  const scalar_t* R = rec.has_value() ? rec->data_ptr<scalar_t>() : nullptr;
-  const int64_t sr = rec.has_value() ? rec->stride(0) : 0;
-  const scalar_t* CP = c_prev.data_ptr<scalar_t>();
-  scalar_t* CN = c.data_ptr<scalar_t>();
-  scalar_t* TCp = tc.has_value() ? tc->data_ptr<scalar_t>() : nullptr;
-  scalar_t* Hp = h.data_ptr<scalar_t>();
-  scalar_t* Dp = depth ? d->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* BL = depth ? below->data_ptr<scalar_t>() : nullptr;
-  const int64_t sa = a.stride(0), scp = c_prev.stride(0), sc = c.stride(0), sh = h.stride(0);
-  const int64_t stc = tc.has_value() ? tc->stride(0) : 0;
-  const int64_t sd = depth ? d->stride(0) : 0, sbl = depth ? below->stride(0) : 0;
-  for_rows<acc_t>(b, GH, GH + 6 * H, [&](int64_t r, acc_t* X) {  // X: the gate row (GH), then:
+  const bool depth = st.d != nullptr;
+  const int64_t sig_lo = k.p_o ? H : 0;  // o is activated after c when it peeks at c_t
+  for_rows<acc_t>(st.b, GH, GH + 6 * H, [&](int64_t r, acc_t* X) {  // X: the gate row (GH), then:
     acc_t* cp = X + GH;  // c_prev
     acc_t* cn = cp + H;  // c
     acc_t* hc = cn + H;  // h(c)
     acc_t* dd = hc + H;  // depth gate
     acc_t* bl = dd + H;  // below
     acc_t* tmp = bl + H;
-    scalar_t* ar = A + r * sa;
+    scalar_t* ar = st.a + r * st.sa;
     load(X, ar, GH);
-    if (R) {  // the recurrent GEMM's result, when it was not accumulated into a
-      const scalar_t* rr = R + r * sr;
+    if (st.rec) {  // the recurrent GEMM's result, when it was not accumulated into a
+      const scalar_t* rr = st.rec + r * GH;
       for (int64_t j = 0; j < GH; ++j) X[j] += acc_t(rr[j]);
     }
-    load(cp, CP + r * scp, H);
+    load(cp, st.c_prev + r * H, H);
     // peepholes of i and f on c_{t-1}
-    for (int64_t k = 0; k < kif; ++k) {
-      acc_t* x = X + (og ? H : 0) + k * H;
-      const scalar_t* p = pif + k * H;
+    for (int64_t q = 0; q < k.kif; ++q) {
+      acc_t* x = X + (og ? H : 0) + q * H;
+      const scalar_t* p = k.p_if + q * H;
       for (int64_t j = 0; j < H; ++j) x[j] += acc_t(p[j]) * cp[j];
     }
     sigmoid_(X + sig_lo, sg - sig_lo);  // the sigmoid gates; g is handled below
@@ -162,24 +154,20 @@ void lstm_step_impl(at::Tensor& a, const c10::optional<at::Tensor>& rec, const a
       for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + g[j];
     }
     if (depth) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
-      load(dd, Dp + r * sd, H);
-      load(bl, BL + r * sbl, H);
-      for (int64_t j = 0; j < H; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
+      load(dd, st.d + r * st.sd, H);
+      load(bl, st.below + r * H, H);
+      for (int64_t j = 0; j < H; ++j) dd[j] += acc_t(k.w_cd[j]) * cp[j] + acc_t(k.w_ld[j]) * bl[j];
       sigmoid_(dd, H);
       for (int64_t j = 0; j < H; ++j) cn[j] += dd[j] * bl[j];
-      store(Dp + r * sd, dd, H);
+      store(st.d + r * st.sd, dd, H);
     }
-    if (peep_o) {
+    if (k.p_o) {
       acc_t* o = X + so;
-      for (int64_t j = 0; j < H; ++j) o[j] += acc_t(po[j]) * cn[j];
+      for (int64_t j = 0; j < H; ++j) o[j] += acc_t(k.p_o[j]) * cn[j];
       sigmoid_(o, H);
     }
-    if (oa) {
-      for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-      tanh_(hc, H);
-    } else {
-      for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-    }
+    for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
+    if (oa) tanh_(hc, H);
     if (og) {
       const acc_t* o = X + so;
       for (int64_t j = 0; j < H; ++j) tmp[j] = o[j] * hc[j];
@@ -187,43 +175,9 @@ void lstm_step_impl(at::Tensor& a, const c10::optional<at::Tensor>& rec, const a
       for (int64_t j = 0; j < H; ++j) tmp[j] = hc[j];
     }
     store(ar, X, GH);
-    store(CN + r * sc, cn, H);
-    if (TCp) store(TCp + r * stc, hc, H);
-    store(Hp + r * sh, tmp, H);
-  });
-}
-
-void lstm_step(at::Tensor a, const c10::optional<at::Tensor>& rec, const at::Tensor& c_prev, at::Tensor c,
-               const c10::optional<at::Tensor>& tc,
-               at::Tensor h, const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
-               const c10::optional<at::Tensor>& d, const c10::optional<at::Tensor>& below,
-               const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld, int64_t flags) {
-  TORCH_CHECK(a.device().is_cpu(), "lstm_step: CPU tensors only, got ", a.device());
-  TORCH_CHECK(a.dim() == 2 && a.stride(1) == 1, "lstm_step: the gate buffer must be (b, G*H) with contiguous rows");
-  const int64_t b = a.size(0), H = h.size(1);
-  if (rec.has_value()) check_rows(*rec, "rec", b, a.size(1), a);
-  check_rows(c_prev, "c_prev", b, H, a);
-  check_rows(c, "c", b, H, a);
-  check_rows(h, "h", b, H, a);
-  if (tc.has_value()) check_rows(*tc, "tc", b, H, a);
-  if (p_if.has_value()) {
-    TORCH_CHECK(p_if->dim() == 2 && p_if->size(1) == H && p_if->is_contiguous() &&
-                    p_if->scalar_type() == a.scalar_type(), "lstm_step: p_if must be a contiguous (k, H) tensor");
-  }
-  for (const auto* t : {&p_o, &w_cd, &w_ld}) {
-    if (t->has_value()) {
-      TORCH_CHECK((*t)->dim() == 1 && (*t)->size(0) == H && (*t)->is_contiguous() &&
-                      (*t)->scalar_type() == a.scalar_type(), "lstm_step: p_o, w_cd and w_ld must be contiguous (H,)");
-    }
-  }
-  TORCH_CHECK(d.has_value() == below.has_value() && d.has_value() == w_cd.has_value() &&
-                  d.has_value() == w_ld.has_value(), "lstm_step: the depth gate needs d, below, w_cd and w_ld");
-  if (d.has_value()) {
-    check_rows(*d, "d", b, H, a);
-    check_rows(*below, "below", b, H, a);
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "lstm_step", [&] {
-    lstm_step_impl<scalar_t>(a, rec, c_prev, c, tc, h, p_if, p_o, d, below, w_cd, w_ld, flags);
+    store(st.c + r * H, cn, H);
+    if (st.tc) store(st.tc + r * H, hc, H);
+    store(st.h + r * H, tmp, H);
   });
 }
 
@@ -244,28 +198,30 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& w_packed) {
   return stack[0].toTensor();
 }
 
-// The forward loop of ../lstm.py's lstm_forward for CPU tensors, step for step (one recurrent
-// addmm_ per step into the gate buffer, fgr's gate recurrence, then lstm_step), without the
-// Python overhead of ~10 tensor views per step. P (tc*B, nP) holds the input projection: all
-// steps when tc == T, else a buffer refilled every tc steps from x2 (T*B, I), wih, bias.
-void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih, const at::Tensor& bias,
-                       int64_t tc, const at::Tensor& whh_t, const c10::optional<at::Tensor>& wgh_t,
-                       const c10::optional<at::Tensor>& a0, at::Tensor C, bool keep_c,
-                       const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor Hout, const at::Tensor& h0,
-                       const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
-                       const c10::optional<at::Tensor>& below, const c10::optional<at::Tensor>& w_cd,
-                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags,
-                       const c10::optional<at::Tensor>& whh_packed) {
-  const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2), nP = P.size(1);
-  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_forward_loop: bs must have T entries");
+// The forward loop of ../lstm.py's lstm_forward for CPU tensors, step for step (the recurrent
+// GEMM, fgr's gate recurrence, then one elementwise pass), without the Python overhead of ~10
+// tensor views per step: the row kernel gets raw pointers. P (tc*B, nP) holds the input
+// projection: all steps when tc == T, else a buffer refilled every tc steps from x2 (T*B, I),
+// wih, bias. whh_packed (float32): the recurrent GEMM through oneDNN instead of addmm_.
+template <typename scalar_t>
+void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tensor& wih, const at::Tensor& bias,
+                            int64_t tc, const at::Tensor& whh_t, const c10::optional<at::Tensor>& wgh_t,
+                            const c10::optional<at::Tensor>& a0, at::Tensor& C, bool keep_c,
+                            const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor& Hout,
+                            const at::Tensor& h0, const LstmConsts<scalar_t>& k,
+                            const c10::optional<at::Tensor>& below, at::IntArrayRef bs,
+                            const c10::optional<at::Tensor>& whh_packed) {
+  const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2), nP = P.size(1), GH = k.GH;
   const bool depth = below.has_value();
   const bool fgr = wgh_t.has_value();
   const int64_t nGH = fgr ? wgh_t->size(0) : 0;
   at::Tensor P3 = P.view({tc, B, nP});
-  at::Tensor A = P3.narrow(2, 0, GH);
-  c10::optional<at::Tensor> D;
-  if (depth) D = P3.narrow(2, GH, H);
   const at::Tensor wih_t = wih.t();
+  scalar_t* Pp = P.data_ptr<scalar_t>();
+  scalar_t* Cp = C.data_ptr<scalar_t>();
+  scalar_t* TCp = TC.has_value() ? TC->data_ptr<scalar_t>() : nullptr;
+  scalar_t* Hp = Hout.data_ptr<scalar_t>();
+  const scalar_t* BLp = depth ? below->data_ptr<scalar_t>() : nullptr;
   at::Tensor h_prev = h0;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t b = bs.empty() ? B : bs[t];
@@ -275,35 +231,72 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
       at::Tensor out = P.narrow(0, 0, n * B);
       at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
     }
-    at::Tensor a = A.select(0, t_in).narrow(0, 0, b);  // (b, GH)
+    at::Tensor a = P3.select(0, t_in).narrow(0, 0, b).narrow(1, 0, GH);  // (b, GH)
     c10::optional<at::Tensor> rec;  // h W_hh^T (+ fgr's term) when not accumulated into a
     if (whh_packed.has_value()) {
-      rec = packed_linear(h_prev.narrow(0, 0, b), *whh_packed);
+      rec = packed_linear(h_prev.narrow(0, 0, b), *whh_packed).contiguous();
     } else {
       a.addmm_(h_prev.narrow(0, 0, b), whh_t);
     }
     if (fgr) {
-      at::Tensor a_prev = t == 0 ? a0->narrow(0, 0, b) : A.select(0, t_in - 1).narrow(0, 0, b).narrow(1, 0, nGH);
+      at::Tensor a_prev =
+          t == 0 ? a0->narrow(0, 0, b) : P3.select(0, t_in - 1).narrow(0, 0, b).narrow(1, 0, nGH);
       (rec.has_value() ? *rec : a).narrow(1, 0, nGH).addmm_(a_prev, *wgh_t);
     }
-    at::Tensor c_prev, c;
-    if (keep_c) {
-      c_prev = C.select(0, t).narrow(0, 0, b);
-      c = C.select(0, t + 1).narrow(0, 0, b);
-    } else {
-      c_prev = C.select(0, t % 2).narrow(0, 0, b);
-      c = C.select(0, (t + 1) % 2).narrow(0, 0, b);
-      if (b < B) C.select(0, (t + 1) % 2).narrow(0, b, B - b).copy_(C.select(0, t % 2).narrow(0, b, B - b));
+    const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
+    if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
+      std::copy(Cp + (ci * B + b) * H, Cp + (ci + 1) * B * H, Cp + (co * B + b) * H);
     }
-    c10::optional<at::Tensor> hc, d, bl;
-    if (TC.has_value()) hc = (save_tc ? TC->select(0, t) : *TC).narrow(0, 0, b);
-    if (depth) {
-      d = D->select(0, t_in).narrow(0, 0, b);
-      bl = below->select(0, t).narrow(0, 0, b);
-    }
-    lstm_step(a, rec, c_prev, c, hc, Hout.select(0, t).narrow(0, 0, b), p_if, p_o, d, bl, w_cd, w_ld, flags);
+    scalar_t* arow = Pp + t_in * B * nP;
+    LstmStep<scalar_t> st{arow, rec.has_value() ? rec->data_ptr<scalar_t>() : nullptr,
+                          Cp + ci * B * H, Cp + co * B * H,
+                          TCp ? TCp + (save_tc ? t * B * H : 0) : nullptr, Hp + t * B * H,
+                          depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
+    lstm_step_impl<scalar_t>(k, st);
     h_prev = Hout.select(0, t);
   }
+}
+
+void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih, const at::Tensor& bias,
+                       int64_t tc, const at::Tensor& whh_t, const c10::optional<at::Tensor>& wgh_t,
+                       const c10::optional<at::Tensor>& a0, at::Tensor C, bool keep_c,
+                       const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor Hout, const at::Tensor& h0,
+                       const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
+                       const c10::optional<at::Tensor>& below, const c10::optional<at::Tensor>& w_cd,
+                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags,
+                       const c10::optional<at::Tensor>& whh_packed) {
+  const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2);
+  TORCH_CHECK(P.device().is_cpu(), "lstm_forward_loop: CPU tensors only, got ", P.device());
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_forward_loop: bs must have T entries");
+  const bool ig = flags & kInputGate, fg = flags & kForgetGate, og = flags & kOutputGate;
+  const int64_t nblocks = int64_t(og) + int64_t(ig) + int64_t(fg) + 1;
+  TORCH_CHECK(GH == nblocks * H, "lstm_forward_loop: ", GH, " gate columns, expected ", nblocks, " x ", H);
+  const bool depth = below.has_value();
+  TORCH_CHECK(P.is_contiguous() && P.size(1) == GH + (depth ? H : 0), "lstm_forward_loop: P must be a "
+              "contiguous (tc*B, G*H [+ H]) buffer");
+  // the row kernel walks these through raw pointers: they must be contiguous, of P's dtype
+  for (const at::Tensor& t : {C, Hout}) {
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == P.scalar_type(), "lstm_forward_loop: C and Hout must be "
+                "contiguous and of the gate buffer's dtype");
+  }
+  for (const c10::optional<at::Tensor>& t : {TC, below, p_if, p_o, w_cd, w_ld}) {
+    TORCH_CHECK(!t.has_value() || (t->is_contiguous() && t->scalar_type() == P.scalar_type()),
+                "lstm_forward_loop: TC, below, p_if, p_o, w_cd and w_ld must be contiguous and of the gate "
+                "buffer's dtype");
+  }
+  TORCH_CHECK(depth == w_cd.has_value() && depth == w_ld.has_value(),
+              "lstm_forward_loop: the depth gate needs below, w_cd and w_ld");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, P.scalar_type(), "lstm_forward_loop", [&] {
+    LstmConsts<scalar_t> k{H, GH, p_if.has_value() ? p_if->size(0) : 0, ig, fg, og,
+                           bool(flags & kInputActivation), bool(flags & kOutputActivation),
+                           bool(flags & kCoupled),
+                           p_if.has_value() ? p_if->data_ptr<scalar_t>() : nullptr,
+                           p_o.has_value() ? p_o->data_ptr<scalar_t>() : nullptr,
+                           w_cd.has_value() ? w_cd->data_ptr<scalar_t>() : nullptr,
+                           w_ld.has_value() ? w_ld->data_ptr<scalar_t>() : nullptr};
+    lstm_forward_loop_impl<scalar_t>(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc, Hout, h0, k,
+                                     below, bs, whh_packed);
+  });
 }
 
 // The backward loop of ../lstm.py's lstm_backward, step for step: per step the recurrent dh GEMM
