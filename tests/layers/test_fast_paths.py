@@ -226,7 +226,8 @@ def test_native_kernels_build_where_there_is_a_compiler():
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler")
     assert native.available(), native.status()
-    assert native.status().startswith("on")
+    with native.using("auto"):
+        assert native.status().startswith("on")
 
 
 @pytest.mark.parametrize("chunk", [1, 3])

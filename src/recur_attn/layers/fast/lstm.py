@@ -109,7 +109,6 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
         wih, bias, whh = wih.clone(), bias.clone(), whh.clone()
         for w in (wih, bias, whh):
             w[sg].mul_(2)
-    # input projection of all steps, one GEMM; its rows become the gate activations in place
     # input projection, one GEMM; its rows become the gate activations in place. Without a backward
     # pass (inference) it runs in chunks of ``tc`` steps into one small reused buffer: a (T*B, G*H)
     # buffer costs page faults on every call that are a sizeable part of an inference pass on CPU
@@ -137,17 +136,14 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
         TC = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
     Hout = alloc(T, B, H, device=dev, dtype=dt)
     D = xd  # likewise the depth gates' input projection becomes the depth gates
+    if use_native:
+        native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save, Hout, h0,
+                                 None if p_if is None else p_if.contiguous(), p_o,
+                                 below.contiguous() if cfg.depth else None, w_cd, w_ld, bs or [], GH,
+                                 native.lstm_flags(cfg), whh)
+        return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}
     tmp = torch.empty(B, H, device=dev, dtype=dt) if not cfg.forget_gate else None
     p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)
-    flags = 0
-    if use_native:
-        flags = native.lstm_flags(cfg)
-        p_if = None if p_if is None else p_if.contiguous()
-        if cfg.depth:
-            below = below.contiguous()
-        native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save, Hout, h0, p_if, p_o,
-                                 below if cfg.depth else None, w_cd, w_ld, bs or [], GH, flags, whh)
-        return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
@@ -283,14 +279,11 @@ def lstm_outputs(cfg: LSTMConfig, res: dict, lengths: Tensor | None, T: int, wan
 
 def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0,
                   dout, dhT, dcT, daT, dcseq):
-    A, C, TC, Hout, D = bufs["A"], bufs["C"], bufs["TC"], bufs["H"], bufs["D"]
-    T, B, GH = A.shape
+    A, C, TC, D = bufs["A"], bufs["C"], bufs["TC"], bufs["D"]
+    T, B, _ = A.shape
     H = cfg.H
-    nG = cfg.n_gated
-    nGH = nG * H
+    nGH = cfg.n_gated * H
     dev, dt = A.device, A.dtype
-    so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
-    peep_o = cfg.peepholes and cfg.output_gate
     ar = torch.arange(B, device=dev)
     last = None if lengths is None else lengths.to(dev) - 1
 
@@ -309,21 +302,33 @@ def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below
         E = torch.zeros(B, nGH, device=dev, dtype=dt) if daT is None else daT.clone()
         dwgh = torch.zeros_like(wgh)
     dbelow = torch.zeros_like(below) if cfg.depth else None
-    t1 = torch.empty(B, H, device=dev, dtype=dt)
-    t2 = torch.empty(B, H, device=dev, dtype=dt)
-    t3 = torch.empty(B, H, device=dev, dtype=dt)
-    k_if = cfg.peep_if
-    lo_if = H if cfg.output_gate else 0  # first column of the i/f blocks
-
     if native.enabled_for(A):  # the same loop in C++ (CPU); dc_a ends holding dc_0
         native.lstm_backward_loop(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh,
                                   None if p_if is None else p_if.contiguous(), p_o, D,
                                   below.contiguous() if cfg.depth else None, dbelow, w_cd, w_ld, bs or [],
                                   native.lstm_flags(cfg))
-        steps = range(0)
     else:
-        steps = range(T - 1, -1, -1)
-    for t in steps:
+        dc_a = _backward_steps(cfg, bs, A, C, TC, D, DH, dc_a, dc_b, E, dwgh, dcseq, whh, wgh, a0, p_if, p_o,
+                               w_cd, w_ld, below, dbelow)
+    return _weight_grads(cfg, bufs, A, C, D, dc_a, E, whh, dwgh, p_if, below, dbelow)
+
+
+def _backward_steps(cfg, bs, A, C, TC, D, DH, dc_a, dc_b, E, dwgh, dcseq, whh, wgh, a0, p_if, p_o, w_cd, w_ld,
+                    below, dbelow):
+    """The step loop of the backward pass with torch ops (CUDA, or CPU without the C++ kernels).
+    Overwrites A (and D) with the pre-activation gradients; returns the dc carry holding dc_0."""
+    T, B, _ = A.shape
+    H = cfg.H
+    nGH = cfg.n_gated * H
+    dev, dt = A.device, A.dtype
+    so, si, sf, sg = cfg.off("o"), cfg.off("i"), cfg.off("f"), cfg.off("g")
+    peep_o = cfg.peepholes and cfg.output_gate
+    t1 = torch.empty(B, H, device=dev, dtype=dt)
+    t2 = torch.empty(B, H, device=dev, dtype=dt)
+    t3 = torch.empty(B, H, device=dev, dtype=dt)
+    k_if = cfg.peep_if
+    lo_if = H if cfg.output_gate else 0  # first column of the i/f blocks
+    for t in range(T - 1, -1, -1):
         b = B if bs is None else bs[t]
         b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
         if b < B:  # rows past their end: no gradient (xw holds its projections there)
@@ -427,7 +432,18 @@ def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below
             dwgh.addmm_(dag.t(), a_prev)
             torch.mm(dag, wgh, out=E[:b])
         dc_a, dc_b = dc_b, dc_a
-    # ---- after the loop: weight gradients with one GEMM each
+    return dc_a
+
+
+def _weight_grads(cfg, bufs, A, C, D, dc_a, E, whh, dwgh, p_if, below, dbelow):
+    """After the step loop: the weight gradients with one GEMM (or one reduction) each."""
+    T, _, GH = A.shape
+    H = cfg.H
+    so = cfg.off("o")
+    peep_o = cfg.peepholes and cfg.output_gate
+    k_if = cfg.peep_if
+    lo_if = H if cfg.output_gate else 0  # first column of the i/f blocks
+    Hout = bufs["H"]
     dA = A  # (T, B, G*H) pre-activation gradients
     dh0 = torch.mm(dA[0], whh)
     dc0 = dc_a
