@@ -76,3 +76,20 @@ def test_fit_and_test_on_jsb_logs_nll(tmp_path):
     assert 5 < m["val/nll"].item() < 62  # below the 88 * ln 2 = 61 nats of a coin per key
     (res,) = trainer.test(task, dm, verbose=False)
     assert res["test/nll"] == pytest.approx(res["test/loss"])
+
+
+@pytest.mark.parametrize("experiment", ["jsb_lstm", "jsb_gru"])
+def test_jsb_experiments_fast_dev_run(experiment, hydra_compose, tmp_path):
+    """The JSB experiments through the real Hydra tree (jsb_gru: ReduceLROnPlateau on val/nll)."""
+    from conftest import set_paths
+
+    from recur_attn.cli.train import train
+
+    quiet = ["debug=fdr", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+             "callbacks.rich_progress_bar=null", "extras.print_config=false", "logger=csv",
+             "model.net.hidden_size=8"]
+    cfg = set_paths(hydra_compose("train", [f"experiment={experiment}", *quiet]), tmp_path)
+    metrics, objects = train(cfg)
+    assert metrics["test/nll"] > 0
+    sched = objects["trainer"].lr_scheduler_configs
+    assert (len(sched) == 1 and sched[0].monitor == "val/loss") == (experiment == "jsb_gru")
