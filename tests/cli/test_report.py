@@ -93,3 +93,29 @@ def test_explicit_options_and_errors(multirun, tmp_path, capsys):
     bad.write_text("{oops")
     with pytest.raises(ValueError, match=r"0/metrics\.json: malformed JSON"):
         build_report(multirun)
+
+
+def test_paired_test_over_shared_trials(tmp_path):
+    """Every cell ran the same trials (hyperparameter draws): the paired t-test over the trials sees a
+    consistent 0.1-nat gap that Welch's test, swamped by the spread between trials, does not."""
+    from scipy import stats
+
+    root = tmp_path / "multirun"
+    base = [8.0, 9.0, 10.0, 11.0]  # trial-to-trial spread >> the gap
+    gap = [0.11, 0.09, 0.10, 0.12]
+    job = 0
+    for cell, vals in (("vanilla", base), ("nfg", [b + d for b, d in zip(base, gap)])):
+        for trial, v in enumerate(vals):
+            make_run(root / str(job), cell, 0.001, v, seed=trial)
+            job += 1
+    make_run(root / str(job), "cifg", 0.001, 9.0, seed=9)  # a trial vanilla never ran: no pair
+    res = build_report(root)
+    t = res["table"].set_index("group")
+    assert t.loc["nfg", "significant"] == "no" and t.loc["nfg", "p"] > 0.5
+    expect = stats.ttest_rel([b + d for b, d in zip(base, gap)], base)
+    assert t.loc["nfg", "pairs"] == 4
+    assert t.loc["nfg", "paired_t"] == pytest.approx(expect.statistic)
+    assert t.loc["nfg", "paired_p"] == pytest.approx(expect.pvalue) and expect.pvalue < 0.01
+    assert t.loc["nfg", "paired"] == "worse"
+    assert t.loc["cifg", "pairs"] == 0 and t.loc["cifg", "paired"] == ""
+    assert "paired" in (root / "report" / "report.md").read_text()

@@ -161,15 +161,34 @@ def pick_metric(runs: list[Run], metric: str | None) -> str:
     raise ValueError(f"none of {DEFAULT_METRICS} in the runs' metrics.json; pass --metric (found: {sorted(have)})")
 
 
+def _verdict(p: float, group_mean: float, base_mean: float, best_first: bool, alpha: float) -> str:
+    if not math.isfinite(p):
+        return ""
+    better = (group_mean < base_mean) == best_first
+    return ("better" if better else "worse") if p < alpha else "no"
+
+
 def summarize(runs: list[Run], keys: list[str], metric: str, mode: str, top_k: int,
-              baseline: str | None, alpha: float) -> tuple[pd.DataFrame, dict[str, list[float]]]:
-    """-> (one row a group, {group: its metric values sorted best first})."""
+              baseline: str | None, alpha: float,
+              replicate_keys: tuple[str, ...] = REPLICATE_KEYS) -> tuple[pd.DataFrame, dict[str, list[float]]]:
+    """-> (one row a group, {group: its metric values sorted best first}).
+
+    Besides Welch's t-test on all runs of a group against the baseline's, groups whose runs
+    carry replicate keys (``greff_trial``, ``seed``) get a paired t-test over the replicates
+    both groups ran (the Greff study gives every cell the same hyperparameter draws, so the
+    pairs remove the draws' spread): columns ``pairs``, ``paired_t``, ``paired_p``, ``paired``.
+    """
     values: dict[str, list[float]] = {}
+    by_rep: dict[str, dict[tuple, float]] = {}
     for r in runs:
         v = r.metrics.get(metric)
         if v is None or not math.isfinite(v):
             continue
-        values.setdefault(group_name(r, keys), []).append(v)
+        g = group_name(r, keys)
+        values.setdefault(g, []).append(v)
+        rep = tuple((k, r.overrides[k]) for k in replicate_keys if k in r.overrides)
+        if rep:
+            by_rep.setdefault(g, {})[rep] = v
     best_first = mode == "min"
     for g in values:
         values[g].sort(reverse=not best_first)
@@ -188,16 +207,27 @@ def summarize(runs: list[Run], keys: list[str], metric: str, mode: str, top_k: i
             "t": float("nan"),
             "p": float("nan"),
             "significant": "",
+            "pairs": 0,
+            "paired_t": float("nan"),
+            "paired_p": float("nan"),
+            "paired": "",
         }
         if base is not None and g != baseline:
+            base_mean = sum(base) / len(base)
             if len(vs) >= 2 and len(base) >= 2:
                 t, p = stats.ttest_ind(vs, base, equal_var=False)
                 row["t"], row["p"] = float(t), float(p)
-                if math.isfinite(row["p"]):
-                    better = (row["mean"] < sum(base) / len(base)) == best_first
-                    row["significant"] = ("better" if better else "worse") if row["p"] < alpha else "no"
+                row["significant"] = _verdict(row["p"], row["mean"], base_mean, best_first, alpha)
             else:
                 row["significant"] = "n<2"
+            mine, theirs = by_rep.get(g, {}), by_rep.get(baseline, {})
+            common = sorted(set(mine) & set(theirs))
+            row["pairs"] = len(common)
+            if len(common) >= 2:
+                a, b = [mine[c] for c in common], [theirs[c] for c in common]
+                t, p = stats.ttest_rel(a, b)
+                row["paired_t"], row["paired_p"] = float(t), float(p)
+                row["paired"] = _verdict(row["paired_p"], sum(a) / len(a), sum(b) / len(b), best_first, alpha)
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -214,13 +244,15 @@ def markdown_table(table: pd.DataFrame, metric: str, baseline: str | None) -> st
         for c in cols:
             v = row[c]
             if isinstance(v, float):
-                cells.append("" if math.isnan(v) else (f"{v:.3g}" if c == "p" else f"{v:.4f}" if c != "t" else f"{v:.2f}"))
+                fmt = "{:.3g}" if c in ("p", "paired_p") else "{:.2f}" if c in ("t", "paired_t") else "{:.4f}"
+                cells.append("" if math.isnan(v) else fmt.format(v))
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     note = f"Metric `{metric}`"
     if baseline:
-        note += f"; Welch's t-test of each group against `{baseline}`"
+        note += (f"; Welch's t-test of each group against `{baseline}` (t, p, significant) and a paired "
+                 f"t-test over the replicates both ran (pairs, paired_t, paired_p, paired)")
     return f"{note}.\n\n{head}" + "\n".join(lines) + "\n"
 
 
@@ -295,7 +327,7 @@ def build_report(root: str | Path, out: str | Path | None = None, metric: str | 
     groups_present = {group_name(r, keys) for r in runs}
     if baseline is not None and baseline not in groups_present:
         baseline = None
-    table, values = summarize(runs, keys, metric, mode, top_k, baseline, alpha)
+    table, values = summarize(runs, keys, metric, mode, top_k, baseline, alpha, replicate_keys)
     if table.empty:
         raise ValueError(f"no run under {root} has a finite {metric!r}")
     out.mkdir(parents=True, exist_ok=True)
