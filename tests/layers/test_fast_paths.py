@@ -320,3 +320,16 @@ def test_float32_fused_equals_reference(cell, native_mode):
     for a, b in zip(g2, g1):
         if b is not None:
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_ninja_next_to_the_interpreter_is_put_on_path(monkeypatch, tmp_path):
+    """An unactivated virtualenv's python: the pip-installed ninja beside it must be found."""
+    import os
+    import sys
+
+    (tmp_path / "ninja").write_text("")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", "/nowhere")
+    native._ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path)

@@ -27,6 +27,8 @@ import contextlib
 import hashlib
 import os
 import platform
+import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,12 +94,22 @@ def build_dir() -> Path:
     return Path(root) / _cpu_tag()
 
 
+def _ninja_on_path() -> None:
+    """torch builds with the ``ninja`` on PATH; the ``ninja`` dependency installs it next to this
+    interpreter, which is not on PATH when a virtualenv's python runs without activation."""
+    if shutil.which("ninja") is None:
+        here = str(Path(sys.executable).parent)
+        if Path(here, "ninja").exists():
+            os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+
+
 def _load() -> bool:
     if _state["loaded"] is not None:
         return _state["loaded"]
     try:
         from torch.utils.cpp_extension import load
 
+        _ninja_on_path()
         d = build_dir()
         d.mkdir(parents=True, exist_ok=True)
         flags = ["-O3", "-ffast-math"]
