@@ -185,7 +185,7 @@ def machine_line(device: torch.device) -> str:
         from ..layers.fast import native
 
         dev = (f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}; "
-               f"C++ kernels {native.status().split(' (')[0].split(':')[0]}")
+               f"C++ kernels {native.state()}")
     try:
         load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:

@@ -148,12 +148,19 @@ def enabled_for(x: Tensor) -> bool:
     return False
 
 
+def state() -> str:
+    """"on", "off" (RECUR_ATTN_NATIVE=off) or "unavailable" (the build failed)."""
+    if mode() == "off":
+        return "off"
+    return "on" if _load() else "unavailable"
+
+
 def status() -> str:
     """One line for logs and benchmark tables."""
-    m = mode()
-    if m == "off":
+    st = state()
+    if st == "off":
         return "off (RECUR_ATTN_NATIVE=off): torch-op kernels"
-    if _load():
+    if st == "on":
         return f"on: C++ pointwise kernels ({build_dir()})"
     return f"unavailable ({_state['error']}): torch-op kernels"
 
