@@ -75,8 +75,17 @@ def using(value: str) -> Iterator[None]:
         _state["mode"] = old
 
 
+def _cflags() -> list[str]:
+    """-fopenmp: ATen's parallel_for is an inline OpenMP region, serial in code compiled without it
+    (the extension then shares torch's libgomp: same soname, loaded once)."""
+    flags = ["-O3", "-ffast-math", "-fopenmp"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        flags.append("-march=native")
+    return flags
+
+
 def _cpu_tag() -> str:
-    """Builds use -march=native: key the cache by the CPU's flags, torch and the source."""
+    """Builds use -march=native: key the cache by the CPU's flags, the compiler flags, torch and the source."""
     flags = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -84,7 +93,7 @@ def _cpu_tag() -> str:
                 flags = line
                 break
     h = hashlib.sha1()
-    for part in (flags, platform.machine(), torch.__version__, _SOURCE.read_bytes().decode()):
+    for part in (flags, platform.machine(), " ".join(_cflags()), torch.__version__, _SOURCE.read_bytes().decode()):
         h.update(part.encode())
     return h.hexdigest()[:12]
 
@@ -112,11 +121,8 @@ def _load() -> bool:
         _ninja_on_path()
         d = build_dir()
         d.mkdir(parents=True, exist_ok=True)
-        flags = ["-O3", "-ffast-math"]
-        if platform.machine() in ("x86_64", "AMD64"):
-            flags.append("-march=native")
-        load(name="recur_attn_native", sources=[str(_SOURCE)], extra_cflags=flags, build_directory=str(d),
-             is_python_module=False, verbose=False)
+        load(name="recur_attn_native", sources=[str(_SOURCE)], extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
+             build_directory=str(d), is_python_module=False, verbose=False)
         _state["loaded"] = True
     except Exception as e:  # noqa: BLE001 -- any build failure: report it (auto) or raise (on)
         _state["loaded"], _state["error"] = False, f"{type(e).__name__}: {e}"
@@ -180,8 +186,10 @@ def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int,
                       whh: Tensor) -> None:
     """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp).
 
-    float32: the recurrent GEMM runs through oneDNN with ``whh`` (G*H, H) prepacked once per call."""
-    packed = pack_linear_weight(whh, Hout.shape[1])
+    float32 and float64 without fgr: the recurrent GEMM is fused with the elementwise step (C++ micro-kernel,
+    W_hh packed once per call); fgr in float32: its recurrent GEMM runs through oneDNN with ``whh`` (G*H, H)
+    prepacked once per call."""
+    packed = pack_linear_weight(whh, Hout.shape[1]) if wgh_t is not None else None
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
                                                   Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags, packed)
 

@@ -30,6 +30,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -53,6 +55,64 @@ void sigmoid_(acc_t* x, int64_t n) {
 template <typename acc_t>
 void tanh_(acc_t* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) x[j] = std::tanh(x[j]);
+}
+
+// tanh of one vector of 16 floats: the rational approximation of Eigen's generic_fast_tanh_float
+// (odd degree-13 numerator, even degree-6 denominator on x clamped to [-7.905, 7.905], where
+// tanh rounds to +-1 in float; error a few ulp). A NaN input is put back at the end through the
+// bits (integer ops that -ffast-math cannot fold), so NaN stays NaN as in std::tanh.
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+inline v16f tanh_v16(v16f a) {
+  const float c = 7.90531110763549805f;
+  v16f x = a < -c ? -c : a;
+  x = x > c ? c : x;
+  const v16f x2 = x * x;
+  v16f p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = x2 * p + -8.60467152213735e-11f;
+  p = x2 * p + 5.12229709037114e-08f;
+  p = x2 * p + 1.48572235717979e-05f;
+  p = x2 * p + 6.37261928875436e-04f;
+  p = x2 * p + 4.89352455891786e-03f;
+  p = x * p;
+  v16f q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = x2 * q + 2.26843463243900e-03f;
+  q = x2 * q + 4.89352518554385e-03f;
+  const v16f r = p / q;
+  v16i ab, rb;
+  __builtin_memcpy(&ab, &a, sizeof(ab));
+  __builtin_memcpy(&rb, &r, sizeof(rb));
+  const v16i nan = (ab & 0x7fffffff) > 0x7f800000;  // -1 where a is NaN
+  rb = (rb & ~nan) | (ab & nan);
+  v16f out;
+  __builtin_memcpy(&out, &rb, sizeof(out));
+  return out;
+}
+
+// tanh_ and sigmoid_ for the fused kernel's rows of W values (W = 16 floats: one vector; else the loops)
+template <int W, typename acc_t>
+inline void tanh_w(acc_t* x, int64_t n) {
+  if constexpr (W == 16 && std::is_same<acc_t, float>::value) {
+    v16f v;
+    __builtin_memcpy(&v, x, sizeof(v));
+    v = tanh_v16(v);
+    __builtin_memcpy(x, &v, sizeof(v));
+  } else {
+    tanh_(x, n);
+  }
+}
+
+template <int W, typename acc_t>
+inline void sigmoid_w(acc_t* x, int64_t n) {
+  if constexpr (W == 16 && std::is_same<acc_t, float>::value) {
+    v16f v;
+    __builtin_memcpy(&v, x, sizeof(v));
+    v = 0.5f + 0.5f * tanh_v16(0.5f * v);
+    __builtin_memcpy(x, &v, sizeof(v));
+  } else {
+    sigmoid_(x, n);
+  }
 }
 
 template <typename scalar_t, typename acc_t>
@@ -101,84 +161,254 @@ struct LstmConsts {
   const scalar_t* w_ld;
 };
 
+// The elementwise part of one step for the units [u0, u0 + U) of one row. X: those units' gate
+// pre-activations, block q of the present ones (internal order o, i, f, g) at X + q * ws; on return
+// the activations. c_prev, c, tc, h, d, below point at the row's unit u0; work: 6 * U values.
+// W > 0: U == W is a compile-time constant (the fused kernel's vectors: each loop below becomes a few
+// vector instructions, tanh one libmvec call).
+template <typename scalar_t, typename acc_t, int W = 0>
+void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U_, int64_t u0,
+                const scalar_t* c_prev, scalar_t* c, scalar_t* tc, scalar_t* h, scalar_t* d,
+                const scalar_t* below, acc_t* work) {
+  const int64_t H = k.H;
+  const int64_t U = W > 0 ? W : U_;
+  const bool ig = k.ig, fg = k.fg, og = k.og, ia = k.ia, oa = k.oa, coupled = k.coupled;
+  // internal order o, i, f, g
+  int64_t off = 0;
+  const int64_t so = og ? (off += ws) - ws : -1;
+  const int64_t si = ig ? (off += ws) - ws : -1;
+  const int64_t sf = fg ? (off += ws) - ws : -1;
+  const int64_t sg = off;
+  acc_t* cp = work;    // c_prev
+  acc_t* cn = cp + U;  // c
+  acc_t* hc = cn + U;  // h(c)
+  acc_t* dd = hc + U;  // depth gate
+  acc_t* bl = dd + U;  // below
+  acc_t* tmp = bl + U;
+  load(cp, c_prev, U);
+  // peepholes of i and f on c_{t-1}
+  for (int64_t q = 0; q < k.kif; ++q) {
+    acc_t* x = X + (og ? ws : 0) + q * ws;
+    const scalar_t* p = k.p_if + q * H + u0;
+    for (int64_t j = 0; j < U; ++j) x[j] += acc_t(p[j]) * cp[j];
+  }
+  // the sigmoid gates (o after c when it peeks at c_t); g below
+  for (int64_t q = (k.p_o ? ws : 0); q < sg; q += ws) sigmoid_w<W>(X + q, U);
+  acc_t* g = X + sg;
+  if (ia) tanh_w<W>(g, U);
+  // c = f * c_prev + i * g, and the variants
+  if (fg && ig) {
+    const acc_t *f = X + sf, *i = X + si;
+    for (int64_t j = 0; j < U; ++j) cn[j] = f[j] * cp[j] + i[j] * g[j];
+  } else if (fg) {
+    const acc_t* f = X + sf;
+    for (int64_t j = 0; j < U; ++j) cn[j] = f[j] * cp[j] + g[j];
+  } else if (coupled) {  // f = 1 - i
+    const acc_t* i = X + si;
+    for (int64_t j = 0; j < U; ++j) cn[j] = cp[j] + i[j] * (g[j] - cp[j]);
+  } else if (ig) {
+    const acc_t* i = X + si;
+    for (int64_t j = 0; j < U; ++j) cn[j] = cp[j] + i[j] * g[j];
+  } else {
+    for (int64_t j = 0; j < U; ++j) cn[j] = cp[j] + g[j];
+  }
+  if (d) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
+    load(dd, d, U);
+    load(bl, below, U);
+    const scalar_t *wcd = k.w_cd + u0, *wld = k.w_ld + u0;
+    for (int64_t j = 0; j < U; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
+    sigmoid_w<W>(dd, U);
+    for (int64_t j = 0; j < U; ++j) cn[j] += dd[j] * bl[j];
+    store(d, dd, U);
+  }
+  if (k.p_o) {
+    acc_t* o = X + so;
+    const scalar_t* po = k.p_o + u0;
+    for (int64_t j = 0; j < U; ++j) o[j] += acc_t(po[j]) * cn[j];
+    sigmoid_w<W>(o, U);
+  }
+  for (int64_t j = 0; j < U; ++j) hc[j] = cn[j];
+  if (oa) tanh_w<W>(hc, U);
+  if (og) {
+    const acc_t* o = X + so;
+    for (int64_t j = 0; j < U; ++j) tmp[j] = o[j] * hc[j];
+  } else {
+    for (int64_t j = 0; j < U; ++j) tmp[j] = hc[j];
+  }
+  store(c, cn, U);
+  if (tc) store(tc, hc, U);
+  store(h, tmp, U);
+}
+
+// One step's elementwise part, row by row (rows in parallel), after the recurrent GEMM.
 template <typename scalar_t>
 void lstm_step_impl(const LstmConsts<scalar_t>& k, const LstmStep<scalar_t>& st) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = k.H, GH = k.GH;
-  const bool ig = k.ig, fg = k.fg, og = k.og, ia = k.ia, oa = k.oa, coupled = k.coupled;
-  // internal order o, i, f, g
-  int64_t off = 0;
-  const int64_t so = og ? (off += H) - H : -1;
-  const int64_t si = ig ? (off += H) - H : -1;
-  const int64_t sf = fg ? (off += H) - H : -1;
-  const int64_t sg = off;
-  const bool depth = st.d != nullptr;
-  const int64_t sig_lo = k.p_o ? H : 0;  // o is activated after c when it peeks at c_t
-  for_rows<acc_t>(st.b, GH, GH + 6 * H, [&](int64_t r, acc_t* X) {  // X: the gate row (GH), then:
-    acc_t* cp = X + GH;  // c_prev
-    acc_t* cn = cp + H;  // c
-    acc_t* hc = cn + H;  // h(c)
-    acc_t* dd = hc + H;  // depth gate
-    acc_t* bl = dd + H;  // below
-    acc_t* tmp = bl + H;
+  for_rows<acc_t>(st.b, GH, GH + 6 * H, [&](int64_t r, acc_t* X) {  // X: the gate row (GH), then work
     scalar_t* ar = st.a + r * st.sa;
     load(X, ar, GH);
     if (st.rec) {  // the recurrent GEMM's result, when it was not accumulated into a
       const scalar_t* rr = st.rec + r * GH;
       for (int64_t j = 0; j < GH; ++j) X[j] += acc_t(rr[j]);
     }
-    load(cp, st.c_prev + r * H, H);
-    // peepholes of i and f on c_{t-1}
-    for (int64_t q = 0; q < k.kif; ++q) {
-      acc_t* x = X + (og ? H : 0) + q * H;
-      const scalar_t* p = k.p_if + q * H;
-      for (int64_t j = 0; j < H; ++j) x[j] += acc_t(p[j]) * cp[j];
-    }
-    sigmoid_(X + sig_lo, sg - sig_lo);  // the sigmoid gates; g is handled below
-    acc_t* g = X + sg;
-    if (ia) tanh_(g, H);
-    // c = f * c_prev + i * g, and the variants
-    if (fg && ig) {
-      const acc_t *f = X + sf, *i = X + si;
-      for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + i[j] * g[j];
-    } else if (fg) {
-      const acc_t* f = X + sf;
-      for (int64_t j = 0; j < H; ++j) cn[j] = f[j] * cp[j] + g[j];
-    } else if (coupled) {  // f = 1 - i
-      const acc_t* i = X + si;
-      for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * (g[j] - cp[j]);
-    } else if (ig) {
-      const acc_t* i = X + si;
-      for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + i[j] * g[j];
-    } else {
-      for (int64_t j = 0; j < H; ++j) cn[j] = cp[j] + g[j];
-    }
-    if (depth) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
-      load(dd, st.d + r * st.sd, H);
-      load(bl, st.below + r * H, H);
-      for (int64_t j = 0; j < H; ++j) dd[j] += acc_t(k.w_cd[j]) * cp[j] + acc_t(k.w_ld[j]) * bl[j];
-      sigmoid_(dd, H);
-      for (int64_t j = 0; j < H; ++j) cn[j] += dd[j] * bl[j];
-      store(st.d + r * st.sd, dd, H);
-    }
-    if (k.p_o) {
-      acc_t* o = X + so;
-      for (int64_t j = 0; j < H; ++j) o[j] += acc_t(k.p_o[j]) * cn[j];
-      sigmoid_(o, H);
-    }
-    for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-    if (oa) tanh_(hc, H);
-    if (og) {
-      const acc_t* o = X + so;
-      for (int64_t j = 0; j < H; ++j) tmp[j] = o[j] * hc[j];
-    } else {
-      for (int64_t j = 0; j < H; ++j) tmp[j] = hc[j];
-    }
+    lstm_units<scalar_t, acc_t>(k, X, H, H, 0, st.c_prev + r * H, st.c + r * H, st.tc ? st.tc + r * H : nullptr,
+                                st.h + r * H, st.d ? st.d + r * st.sd : nullptr,
+                                st.d ? st.below + r * H : nullptr, X + GH);
     store(ar, X, GH);
-    store(st.c + r * H, cn, H);
-    if (st.tc) store(st.tc + r * H, hc, H);
-    store(st.h + r * H, tmp, H);
   });
+}
+
+// ------------------------------------------------- the recurrent GEMM fused with the elementwise step
+// float and double (the LSTM family without fgr's gate recurrence). W_hh is packed once per call into
+// panels of L units (L = one 64-byte vector: 16 floats, 8 doubles): panel p holds, for every k, the
+// G gate blocks' weights of units p*L .. p*L+L-1 side by side -- (npan, H, G, L), units past H zero.
+// A tile of MR rows x one panel keeps its MR x G vector accumulators in registers over the whole
+// k loop (a register-blocked GEMM micro-kernel, GCC/Clang vector extensions: AVX-512, AVX2 or SSE,
+// whatever -march=native gives), adds the input projection and runs the step's elementwise part for
+// those L units right away. Threads take panels (hidden units, all gates), so the gate
+// pre-activations never leave the core that computes them; one parallel region per step.
+template <typename T>
+struct Vec {
+  static constexpr int L = 64 / sizeof(T);
+  typedef T type __attribute__((vector_size(64)));
+};
+
+template <typename T>
+at::Tensor pack_recurrent(const at::Tensor& whh_t, int64_t G, int64_t H) {  // whh_t (H, G*H)
+  constexpr int L = Vec<T>::L;
+  const int64_t npan = (H + L - 1) / L;
+  const at::Tensor w = whh_t.contiguous();
+  at::Tensor packed = at::zeros({npan, H, G, L}, w.options());  // 64-byte aligned (CPU allocator)
+  const T* src = w.data_ptr<T>();
+  T* dst = packed.data_ptr<T>();
+  for (int64_t p = 0; p < npan; ++p)
+    for (int64_t kk = 0; kk < H; ++kk)
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t l = 0; l < L && p * L + l < H; ++l)
+          dst[((p * H + kk) * G + g) * L + l] = src[kk * G * H + g * H + p * L + l];
+  return packed;
+}
+
+// out (MR, G, L) = rows (MR of h_prev, K each) x one packed panel (K, G, L)
+template <typename T, int MR, int G>
+inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K, T* __restrict__ out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  V acc[MR][G];
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) acc[r][g] = V{};
+  const T* hr[MR];
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) hr[r] = rows[r];
+  for (int64_t kk = 0; kk < K; ++kk) {
+    V w[G];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) __builtin_memcpy(&w[g], wp + (kk * G + g) * L, sizeof(V));
+#pragma GCC unroll 32
+    for (int r = 0; r < MR; ++r) {
+      const T s = hr[r][kk];
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) acc[r][g] += s * w[g];
+    }
+  }
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) __builtin_memcpy(out + (r * G + g) * L, &acc[r][g], sizeof(V));
+}
+
+// One step: h_prev (b, H) rows of stride H; st as for lstm_step_impl (a holds the input projection);
+// kp: k with its per-unit weights padded to npan * L units (pad_units), so that every panel reads L.
+template <typename T, int G>
+void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st) {
+  constexpr int L = Vec<T>::L;
+  constexpr int MR = G == 1 ? 12 : 24 / G;  // accumulators: MR x G of the 32 vector registers
+  const int64_t b = st.b;
+  const int64_t npan = (H + L - 1) / L;
+  const int64_t work = b * G * L * H;  // multiply-adds of one panel
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work, 1));
+  at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) {
+    alignas(64) T out[MR * G * L];
+    alignas(64) T X[G * L + 6 * L];  // one row's gate blocks of the panel, then lstm_units' work
+    alignas(64) T part[6 * L];       // a partial panel's row slices: c_prev, c, tc, h, d, below
+    const T* rows[MR];
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0);
+      const T* wp = packed + p * H * G * L;
+      for (int64_t r0 = 0; r0 < b; r0 += MR) {
+        const int64_t m = std::min<int64_t>(MR, b - r0);
+        for (int r = 0; r < MR; ++r) rows[r] = h_prev + std::min<int64_t>(r0 + r, b - 1) * H;  // tail: repeats
+        gemm_tile<T, MR, G>(rows, wp, H, out);
+        for (int64_t r = r0; r < r0 + m; ++r) {
+          T* ar = st.a + r * st.sa + u0;
+          const T* tile = out + (r - r0) * G * L;
+          const T* cp = st.c_prev + r * H + u0;
+          T* cn = st.c + r * H + u0;
+          T* tc = st.tc ? st.tc + r * H + u0 : nullptr;
+          T* hh = st.h + r * H + u0;
+          T* d = st.d ? st.d + r * st.sd + u0 : nullptr;
+          const T* bl = st.d ? st.below + r * H + u0 : nullptr;
+          if (U == L) {
+            for (int q = 0; q < G; ++q)
+              for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + ar[q * H + j];
+            lstm_units<T, T, L>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
+            for (int q = 0; q < G; ++q)
+              for (int j = 0; j < L; ++j) ar[q * H + j] = X[q * L + j];
+            continue;
+          }
+          // the last panel of an H that is not a multiple of L: through zero-padded copies
+          std::fill(part, part + 6 * L, T(0));
+          std::fill(X, X + G * L, T(0));
+          for (int q = 0; q < G; ++q)
+            for (int64_t j = 0; j < U; ++j) X[q * L + j] = tile[q * L + j] + ar[q * H + j];
+          std::copy(cp, cp + U, part);
+          if (d) std::copy(d, d + U, part + 4 * L), std::copy(bl, bl + U, part + 5 * L);
+          lstm_units<T, T, L>(kp, X, L, L, u0, part, part + L, part + 2 * L, part + 3 * L,
+                              d ? part + 4 * L : nullptr, part + 5 * L, X + G * L);
+          for (int q = 0; q < G; ++q)
+            for (int64_t j = 0; j < U; ++j) ar[q * H + j] = X[q * L + j];
+          std::copy(part + L, part + L + U, cn);
+          if (tc) std::copy(part + 2 * L, part + 2 * L + U, tc);
+          std::copy(part + 3 * L, part + 3 * L + U, hh);
+          if (d) std::copy(part + 4 * L, part + 4 * L + U, d);
+        }
+      }
+    }
+  });
+}
+
+// The per-unit weights of k (peepholes, depth-gate weights) copied into rows of npan * L units, zeros past H.
+template <typename T>
+struct PaddedUnits {
+  std::vector<T> p_if, p_o, w_cd, w_ld;
+  LstmConsts<T> k;
+  PaddedUnits(const LstmConsts<T>& k0, int64_t Hp) : k(k0) {
+    auto pad = [&](std::vector<T>& dst, const T* src, int64_t rows) -> const T* {
+      if (!src) return nullptr;
+      dst.assign(rows * Hp, T(0));
+      for (int64_t r = 0; r < rows; ++r) std::copy(src + r * k0.H, src + (r + 1) * k0.H, dst.data() + r * Hp);
+      return dst.data();
+    };
+    k.p_if = pad(p_if, k0.p_if, k0.kif);
+    k.p_o = pad(p_o, k0.p_o, 1);
+    k.w_cd = pad(w_cd, k0.w_cd, 1);
+    k.w_ld = pad(w_ld, k0.w_ld, 1);
+    k.H = Hp;  // the row stride of p_if
+  }
+};
+
+template <typename T>
+void fused_step(int64_t G, const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev,
+                const LstmStep<T>& st) {
+  switch (G) {
+    case 1: return fused_step_g<T, 1>(kp, H, packed, h_prev, st);
+    case 2: return fused_step_g<T, 2>(kp, H, packed, h_prev, st);
+    case 3: return fused_step_g<T, 3>(kp, H, packed, h_prev, st);
+    default: return fused_step_g<T, 4>(kp, H, packed, h_prev, st);
+  }
 }
 
 // h W^T through oneDNN's linear with a prepacked weight (torch.ops.mkldnn._reorder_linear_weight):
@@ -223,6 +453,20 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   scalar_t* Hp = Hout.data_ptr<scalar_t>();
   const scalar_t* BLp = depth ? below->data_ptr<scalar_t>() : nullptr;
   at::Tensor h_prev = h0;
+  // float and double without fgr: the recurrent GEMM fused with the elementwise step (fused_step)
+  constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
+  const bool fused = vec_type && !fgr;
+  const int64_t G = GH / H;
+  at::Tensor packed, h0c;
+  std::unique_ptr<PaddedUnits<scalar_t>> kp;
+  if constexpr (vec_type) {
+    if (fused) {
+      packed = pack_recurrent<scalar_t>(whh_t, G, H);
+      h0c = h0.contiguous();
+      constexpr int L = Vec<scalar_t>::L;
+      kp = std::make_unique<PaddedUnits<scalar_t>>(k, (H + L - 1) / L * L);
+    }
+  }
   for (int64_t t = 0; t < T; ++t) {
     const int64_t b = bs.empty() ? B : bs[t];
     const int64_t t_in = t % tc;
@@ -230,6 +474,21 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
       const int64_t n = std::min(tc, T - t);
       at::Tensor out = P.narrow(0, 0, n * B);
       at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
+    }
+    const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
+    if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
+      std::copy(Cp + (ci * B + b) * H, Cp + (ci + 1) * B * H, Cp + (co * B + b) * H);
+    }
+    scalar_t* arow = Pp + t_in * B * nP;
+    if constexpr (vec_type) {
+      if (fused) {
+        LstmStep<scalar_t> st{arow, nullptr, Cp + ci * B * H, Cp + co * B * H,
+                              TCp ? TCp + (save_tc ? t * B * H : 0) : nullptr, Hp + t * B * H,
+                              depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
+        const scalar_t* hp = t == 0 ? h0c.data_ptr<scalar_t>() : Hp + (t - 1) * B * H;
+        fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st);
+        continue;
+      }
     }
     at::Tensor a = P3.select(0, t_in).narrow(0, 0, b).narrow(1, 0, GH);  // (b, GH)
     c10::optional<at::Tensor> rec;  // h W_hh^T (+ fgr's term) when not accumulated into a
@@ -243,11 +502,6 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
           t == 0 ? a0->narrow(0, 0, b) : P3.select(0, t_in - 1).narrow(0, 0, b).narrow(1, 0, nGH);
       (rec.has_value() ? *rec : a).narrow(1, 0, nGH).addmm_(a_prev, *wgh_t);
     }
-    const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
-    if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
-      std::copy(Cp + (ci * B + b) * H, Cp + (ci + 1) * B * H, Cp + (co * B + b) * H);
-    }
-    scalar_t* arow = Pp + t_in * B * nP;
     LstmStep<scalar_t> st{arow, rec.has_value() ? rec->data_ptr<scalar_t>() : nullptr,
                           Cp + ci * B * H, Cp + co * B * H,
                           TCp ? TCp + (save_tc ? t * B * H : 0) : nullptr, Hp + t * B * H,
