@@ -259,6 +259,51 @@ void lstm_step_impl(const LstmConsts<scalar_t>& k, const LstmStep<scalar_t>& st)
   });
 }
 
+inline v16f ld16(const float* p) {
+  v16f v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void st16(float* p, v16f v) { __builtin_memcpy(p, &v, sizeof(v)); }
+inline v16f sigmoid_v16(v16f x) { return 0.5f + 0.5f * tanh_v16(0.5f * x); }
+
+// lstm_units for 16 float units held in vector registers (the fused kernel's full panels): X[q] the
+// gate pre-activations of block q (present ones, order o, i, f, g), activations on return; the row
+// pointers point at unit u0, with 16 valid values each.
+inline void lstm_units_v16(const LstmConsts<float>& k, v16f* X, int64_t u0, const float* c_prev, float* c,
+                           float* tc, float* h, float* d, const float* below) {
+  int q = 0;
+  const int qo = k.og ? q++ : -1, qi = k.ig ? q++ : -1, qf = k.fg ? q++ : -1, qg = q;
+  const v16f cp = ld16(c_prev);
+  if (k.kif) {  // peepholes on c_{t-1}: rows for i and f, present ones
+    int r = 0;
+    if (k.ig) X[qi] += ld16(k.p_if + (r++) * k.H + u0) * cp;
+    if (k.fg) X[qf] += ld16(k.p_if + r * k.H + u0) * cp;
+  }
+  if (k.ig) X[qi] = sigmoid_v16(X[qi]);
+  if (k.fg) X[qf] = sigmoid_v16(X[qf]);
+  if (k.og && !k.p_o) X[qo] = sigmoid_v16(X[qo]);
+  const v16f g = k.ia ? tanh_v16(X[qg]) : X[qg];
+  X[qg] = g;
+  v16f cn;
+  if (k.fg && k.ig) cn = X[qf] * cp + X[qi] * g;
+  else if (k.fg) cn = X[qf] * cp + g;
+  else if (k.coupled) cn = cp + X[qi] * (g - cp);  // f = 1 - i
+  else if (k.ig) cn = cp + X[qi] * g;
+  else cn = cp + g;
+  if (d) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
+    const v16f bl = ld16(below);
+    const v16f dd = sigmoid_v16(ld16(d) + ld16(k.w_cd + u0) * cp + ld16(k.w_ld + u0) * bl);
+    cn += dd * bl;
+    st16(d, dd);
+  }
+  if (k.p_o) X[qo] = sigmoid_v16(X[qo] + ld16(k.p_o + u0) * cn);
+  const v16f hc = k.oa ? tanh_v16(cn) : cn;
+  st16(c, cn);
+  if (tc) st16(tc, hc);
+  st16(h, k.og ? X[qo] * hc : hc);
+}
+
 // ------------------------------------------------- the recurrent GEMM fused with the elementwise step
 // float and double (the LSTM family without fgr's gate recurrence). W_hh is packed once per call into
 // panels of L units (L = one 64-byte vector: 16 floats, 8 doubles): panel p holds, for every k, the
@@ -323,7 +368,8 @@ inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K,
 // One step: h_prev (b, H) rows of stride H; st as for lstm_step_impl (a holds the input projection);
 // kp: k with its per-unit weights padded to npan * L units (pad_units), so that every panel reads L.
 template <typename T, int G>
-void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st) {
+void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
+                  bool keep_act) {
   constexpr int L = Vec<T>::L;
   constexpr int MR = G == 1 ? 12 : 24 / G;  // accumulators: MR x G of the 32 vector registers
   const int64_t b = st.b;
@@ -351,6 +397,16 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
           T* hh = st.h + r * H + u0;
           T* d = st.d ? st.d + r * st.sd + u0 : nullptr;
           const T* bl = st.d ? st.below + r * H + u0 : nullptr;
+          if constexpr (std::is_same<T, float>::value) {
+            if (U == L) {
+              v16f V[G];
+              for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(ar + q * H);
+              lstm_units_v16(kp, V, u0, cp, cn, tc, hh, d, bl);
+              if (keep_act)
+                for (int q = 0; q < G; ++q) st16(ar + q * H, V[q]);
+              continue;
+            }
+          }
           if (U == L) {
             for (int q = 0; q < G; ++q)
               for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + ar[q * H + j];
@@ -402,12 +458,12 @@ struct PaddedUnits {
 
 template <typename T>
 void fused_step(int64_t G, const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev,
-                const LstmStep<T>& st) {
+                const LstmStep<T>& st, bool keep_act) {
   switch (G) {
-    case 1: return fused_step_g<T, 1>(kp, H, packed, h_prev, st);
-    case 2: return fused_step_g<T, 2>(kp, H, packed, h_prev, st);
-    case 3: return fused_step_g<T, 3>(kp, H, packed, h_prev, st);
-    default: return fused_step_g<T, 4>(kp, H, packed, h_prev, st);
+    case 1: return fused_step_g<T, 1>(kp, H, packed, h_prev, st, keep_act);
+    case 2: return fused_step_g<T, 2>(kp, H, packed, h_prev, st, keep_act);
+    case 3: return fused_step_g<T, 3>(kp, H, packed, h_prev, st, keep_act);
+    default: return fused_step_g<T, 4>(kp, H, packed, h_prev, st, keep_act);
   }
 }
 
@@ -482,11 +538,12 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     scalar_t* arow = Pp + t_in * B * nP;
     if constexpr (vec_type) {
       if (fused) {
+        // without a backward pass (save_tc false) neither h(c) nor the activations are kept
         LstmStep<scalar_t> st{arow, nullptr, Cp + ci * B * H, Cp + co * B * H,
-                              TCp ? TCp + (save_tc ? t * B * H : 0) : nullptr, Hp + t * B * H,
+                              TCp && save_tc ? TCp + t * B * H : nullptr, Hp + t * B * H,
                               depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
         const scalar_t* hp = t == 0 ? h0c.data_ptr<scalar_t>() : Hp + (t - 1) * B * H;
-        fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st);
+        fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc);
         continue;
       }
     }
