@@ -17,10 +17,15 @@
 //   depth gate (Yao et al. 2015): d (b, H) in: its input projection, out: the gate;
 //   below (b, H): the layer below's cell; w_cd, w_ld (H): its weights.
 //
+// The forward of the LSTM family (float, double; not fgr) goes further: fused_step below computes the
+// recurrent GEMM itself, panel by panel of hidden units, and runs this elementwise part on each tile
+// while it is in registers (see "the recurrent GEMM fused with the elementwise step").
+//
 // Compiled on first use by ../native.py (torch.utils.cpp_extension, -O3 -ffast-math so that
-// tanh vectorises through glibc's libmvec). No clamping: a NaN input stays NaN (the loops
-// contain no comparison that -ffinite-math-only could fold). Float, double, bfloat16 and half tensors;
-// the arithmetic runs in float (double for double).
+// tanh vectorises through glibc's libmvec; -fopenmp, without which at::parallel_for runs
+// serially). A NaN input stays NaN: the row loops contain no comparison that -ffinite-math-only
+// could fold, and the fused kernel's vector tanh restores NaN through integer ops. Float, double,
+// bfloat16 and half tensors; the arithmetic runs in float (double for double).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
