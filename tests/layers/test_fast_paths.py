@@ -242,6 +242,24 @@ def test_native_kernels_build_where_there_is_a_compiler():
         assert native.status().startswith("on")
 
 
+def test_stale_native_builds_are_pruned(tmp_path):
+    """Each change of the C++ source builds into a new folder: folders unused for STALE_DAYS go,
+    recent ones (another torch or CPU using the same cache) and foreign folders stay."""
+    import os
+    import time
+
+    cur, old, recent, foreign = (tmp_path / n for n in ("cur", "old", "recent", "foreign"))
+    for d in (old, recent):
+        d.mkdir()
+        (d / "build.ninja").write_text("")
+    foreign.mkdir()
+    past = time.time() - (native.STALE_DAYS + 1) * 86400
+    os.utime(old, (past, past))
+    os.utime(foreign, (past, past))
+    assert native.prune_stale_builds(cur) == [old]
+    assert not old.exists() and recent.exists() and foreign.exists() and (cur / "last_used").exists()
+
+
 @pytest.mark.parametrize("chunk", [1, 3])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
 @pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "niaf", "dglstm"])

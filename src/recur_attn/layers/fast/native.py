@@ -103,6 +103,32 @@ def build_dir() -> Path:
     return Path(root) / _cpu_tag()
 
 
+#: build folders of other sources / torch versions / CPUs unused this long are removed
+STALE_DAYS = 14
+_STAMP = "last_used"
+
+
+def prune_stale_builds(current: Path, days: float = STALE_DAYS) -> list[Path]:
+    """Stamp ``current`` as used now and remove its sibling build folders not used for ``days``
+    (each change of the source builds into a new folder; another torch or CPU keeps its own
+    folder alive by using it). Returns the removed folders."""
+    import time
+
+    current.mkdir(parents=True, exist_ok=True)
+    (current / _STAMP).touch()
+    cutoff = time.time() - days * 86400
+    removed = []
+    for d in current.parent.iterdir():
+        if d == current or not d.is_dir() or not (d / "build.ninja").exists():  # only our build folders
+            continue
+        stamp = d / _STAMP
+        used = (stamp if stamp.exists() else d).stat().st_mtime
+        if used < cutoff:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def _ninja_on_path() -> None:
     """torch builds with the ``ninja`` on PATH; the ``ninja`` dependency installs it next to this
     interpreter, which is not on PATH when a virtualenv's python runs without activation."""
@@ -124,6 +150,8 @@ def _load() -> bool:
         load(name="recur_attn_native", sources=[str(_SOURCE)], extra_cflags=_cflags(), extra_ldflags=["-fopenmp"],
              build_directory=str(d), is_python_module=False, verbose=False)
         _state["loaded"] = True
+        with contextlib.suppress(OSError):
+            prune_stale_builds(d)
     except Exception as e:  # noqa: BLE001 -- any build failure: report it (auto) or raise (on)
         _state["loaded"], _state["error"] = False, f"{type(e).__name__}: {e}"
     return _state["loaded"]
