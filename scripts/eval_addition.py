@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from recur_attn.cli.common import build_data_and_model
 from recur_attn.data.addition import sequence_accuracy
+from recur_attn.utils.checkpoint import load_checkpoint
 
 
 def evaluate(run: Path) -> dict:
@@ -26,7 +27,7 @@ def evaluate(run: Path) -> dict:
     ckpts = sorted(p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
     ckpt = ckpts[-1] if ckpts else run / "checkpoints" / "last.ckpt"
     dm, task = build_data_and_model(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    state = load_checkpoint(ckpt)["state_dict"]
     task.load_state_dict(state)
     task.eval()
     dm.setup("test")
