@@ -140,7 +140,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
         native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save, Hout, h0,
                                  None if p_if is None else p_if.contiguous(), p_o,
                                  below.contiguous() if cfg.depth else None, w_cd, w_ld, bs or [], GH,
-                                 native.lstm_flags(cfg), whh)
+                                 native.lstm_flags(cfg))
         return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}
     tmp = torch.empty(B, H, device=dev, dtype=dt) if not cfg.forget_gate else None
     p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)

@@ -210,28 +210,12 @@ def lstm_flags(cfg) -> int:
 def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int, whh_t: Tensor, wgh_t: Tensor | None,
                       a0: Tensor | None, C: Tensor, keep_c: bool, TC: Tensor | None, save_tc: bool, Hout: Tensor,
                       h0: Tensor, p_if: Tensor | None, p_o: Tensor | None, below: Tensor | None,
-                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int,
-                      whh: Tensor) -> None:
-    """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp).
-
-    float32 and float64 without fgr: the recurrent GEMM is fused with the elementwise step (C++ micro-kernel,
-    W_hh packed once per call); fgr in float32: its recurrent GEMM runs through oneDNN with ``whh`` (G*H, H)
-    prepacked once per call."""
-    packed = pack_linear_weight(whh, Hout.shape[1]) if wgh_t is not None else None
+                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int) -> None:
+    """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp): in float32
+    and float64 the recurrent GEMMs (fgr's gate recurrence included) are fused with the elementwise step
+    (a register-blocked micro-kernel, the weights packed once per call)."""
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
-                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags, packed)
-
-
-def _has_onednn_linear() -> bool:
-    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
-def pack_linear_weight(w: Tensor, batch: int) -> Tensor | None:
-    """w (N, K) prepacked for oneDNN's linear (float32 CPU tensors; None otherwise: MKL's addmm runs)."""
-    if w.dtype != torch.float32 or w.device.type != "cpu" or not _has_onednn_linear():
-        return None
-    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), batch)
+                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags)
 
 
 def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: Tensor, RH: Tensor, save: bool,

@@ -29,8 +29,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/core/stack.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -144,8 +142,7 @@ void for_rows(int64_t b, int64_t width, int64_t scratch, const F& fn) {
 // One step's rows: raw pointers and row strides (the loop below computes them, no tensor views).
 template <typename scalar_t>
 struct LstmStep {
-  scalar_t* a;          // (b, GH) gate buffer, row stride sa
-  const scalar_t* rec;  // (b, GH) h W^T when not accumulated into a (contiguous), or null
+  scalar_t* a;  // (b, GH) gate buffer, row stride sa
   const scalar_t* c_prev;
   scalar_t* c;
   scalar_t* tc;  // h(c), or null
@@ -253,10 +250,6 @@ void lstm_step_impl(const LstmConsts<scalar_t>& k, const LstmStep<scalar_t>& st)
   for_rows<acc_t>(st.b, GH, GH + 6 * H, [&](int64_t r, acc_t* X) {  // X: the gate row (GH), then work
     scalar_t* ar = st.a + r * st.sa;
     load(X, ar, GH);
-    if (st.rec) {  // the recurrent GEMM's result, when it was not accumulated into a
-      const scalar_t* rr = st.rec + r * GH;
-      for (int64_t j = 0; j < GH; ++j) X[j] += acc_t(rr[j]);
-    }
     lstm_units<scalar_t, acc_t>(k, X, H, H, 0, st.c_prev + r * H, st.c + r * H, st.tc ? st.tc + r * H : nullptr,
                                 st.h + r * H, st.d ? st.d + r * st.sd : nullptr,
                                 st.d ? st.below + r * H : nullptr, X + GH);
@@ -324,25 +317,28 @@ struct Vec {
   typedef T type __attribute__((vector_size(64)));
 };
 
+// w_t (K, G*H) -> (npan, K, G, L): W_hh^T (K = H), or fgr's gate recurrence W_gh^T (K = G = nG gated blocks)
 template <typename T>
-at::Tensor pack_recurrent(const at::Tensor& whh_t, int64_t G, int64_t H) {  // whh_t (H, G*H)
+at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H) {
   constexpr int L = Vec<T>::L;
-  const int64_t npan = (H + L - 1) / L;
-  const at::Tensor w = whh_t.contiguous();
-  at::Tensor packed = at::zeros({npan, H, G, L}, w.options());  // 64-byte aligned (CPU allocator)
+  const int64_t npan = (H + L - 1) / L, K = w_t.size(0);
+  const at::Tensor w = w_t.contiguous();
+  at::Tensor packed = at::zeros({npan, K, G, L}, w.options());  // 64-byte aligned (CPU allocator)
   const T* src = w.data_ptr<T>();
   T* dst = packed.data_ptr<T>();
   for (int64_t p = 0; p < npan; ++p)
-    for (int64_t kk = 0; kk < H; ++kk)
+    for (int64_t kk = 0; kk < K; ++kk)
       for (int64_t g = 0; g < G; ++g)
         for (int64_t l = 0; l < L && p * L + l < H; ++l)
-          dst[((p * H + kk) * G + g) * L + l] = src[kk * G * H + g * H + p * L + l];
+          dst[((p * K + kk) * G + g) * L + l] = src[kk * G * H + g * H + p * L + l];
   return packed;
 }
 
 // out (MR, G, L) = rows (MR of h_prev, K each) x one packed panel (K, G, L)
-template <typename T, int MR, int G>
-inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K, T* __restrict__ out) {
+//   [+ rows2 (MR of fgr's previous gate activations, K2 each) x panel wp2 (K2, G2, L) into the first G2 blocks]
+template <typename T, int MR, int G, int G2>
+inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K, const T* const* rows2,
+                      const T* __restrict__ wp2, int64_t K2, T* __restrict__ out) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::L;
   V acc[MR][G];
@@ -364,35 +360,66 @@ inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K,
       for (int g = 0; g < G; ++g) acc[r][g] += s * w[g];
     }
   }
+  if constexpr (G2 > 0) {
+#pragma GCC unroll 32
+    for (int r = 0; r < MR; ++r) hr[r] = rows2[r];
+    for (int64_t kk = 0; kk < K2; ++kk) {
+      V w[G2];
+#pragma GCC unroll 4
+      for (int g = 0; g < G2; ++g) __builtin_memcpy(&w[g], wp2 + (kk * G2 + g) * L, sizeof(V));
+#pragma GCC unroll 32
+      for (int r = 0; r < MR; ++r) {
+        const T s = hr[r][kk];
+#pragma GCC unroll 4
+        for (int g = 0; g < G2; ++g) acc[r][g] += s * w[g];
+      }
+    }
+  }
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) __builtin_memcpy(out + (r * G + g) * L, &acc[r][g], sizeof(V));
 }
 
+// fgr's second operand: the previous step's activations of the G2 gated blocks, rows of stride s2,
+// and W_gh^T packed like W_hh^T (pack_recurrent); G2 = 0 without fgr.
+template <typename T>
+struct GateRecurrence {
+  const T* a_prev = nullptr;
+  int64_t s2 = 0;
+  const T* packed = nullptr;
+};
+
 // One step: h_prev (b, H) rows of stride H; st as for lstm_step_impl (a holds the input projection);
 // kp: k with its per-unit weights padded to npan * L units (pad_units), so that every panel reads L.
-template <typename T, int G>
+template <typename T, int G, int G2>
 void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
-                  bool keep_act) {
+                  bool keep_act, const GateRecurrence<T>& gr) {
   constexpr int L = Vec<T>::L;
   constexpr int MR = G == 1 ? 12 : 24 / G;  // accumulators: MR x G of the 32 vector registers
   const int64_t b = st.b;
   const int64_t npan = (H + L - 1) / L;
-  const int64_t work = b * G * L * H;  // multiply-adds of one panel
+  const int64_t K2 = G2 * H;
+  const int64_t work = b * L * (G * H + G2 * K2);  // multiply-adds of one panel
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work, 1));
   at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) {
     alignas(64) T out[MR * G * L];
     alignas(64) T X[G * L + 6 * L];  // one row's gate blocks of the panel, then lstm_units' work
     alignas(64) T part[6 * L];       // a partial panel's row slices: c_prev, c, tc, h, d, below
     const T* rows[MR];
+    const T* rows2[MR];
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0);
       const T* wp = packed + p * H * G * L;
+      const T* wp2 = G2 > 0 ? gr.packed + p * K2 * G2 * L : nullptr;
       for (int64_t r0 = 0; r0 < b; r0 += MR) {
         const int64_t m = std::min<int64_t>(MR, b - r0);
-        for (int r = 0; r < MR; ++r) rows[r] = h_prev + std::min<int64_t>(r0 + r, b - 1) * H;  // tail: repeats
-        gemm_tile<T, MR, G>(rows, wp, H, out);
+        for (int r = 0; r < MR; ++r) {  // a partial tile repeats its last row
+          const int64_t rr = std::min<int64_t>(r0 + r, b - 1);
+          rows[r] = h_prev + rr * H;
+          rows2[r] = G2 > 0 ? gr.a_prev + rr * gr.s2 : nullptr;
+        }
+        gemm_tile<T, MR, G, G2>(rows, wp, H, rows2, wp2, K2, out);
         for (int64_t r = r0; r < r0 + m; ++r) {
           T* ar = st.a + r * st.sa + u0;
           const T* tile = out + (r - r0) * G * L;
@@ -463,49 +490,37 @@ struct PaddedUnits {
 
 template <typename T>
 void fused_step(int64_t G, const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev,
-                const LstmStep<T>& st, bool keep_act) {
+                const LstmStep<T>& st, bool keep_act, const GateRecurrence<T>& gr) {
+  if (gr.packed) {  // fgr: all four blocks, the three gates read the previous gates
+    TORCH_CHECK(G == 4, "fused_step: fgr needs the four gate blocks");
+    return fused_step_g<T, 4, 3>(kp, H, packed, h_prev, st, keep_act, gr);
+  }
   switch (G) {
-    case 1: return fused_step_g<T, 1>(kp, H, packed, h_prev, st, keep_act);
-    case 2: return fused_step_g<T, 2>(kp, H, packed, h_prev, st, keep_act);
-    case 3: return fused_step_g<T, 3>(kp, H, packed, h_prev, st, keep_act);
-    default: return fused_step_g<T, 4>(kp, H, packed, h_prev, st, keep_act);
+    case 1: return fused_step_g<T, 1, 0>(kp, H, packed, h_prev, st, keep_act, gr);
+    case 2: return fused_step_g<T, 2, 0>(kp, H, packed, h_prev, st, keep_act, gr);
+    case 3: return fused_step_g<T, 3, 0>(kp, H, packed, h_prev, st, keep_act, gr);
+    default: return fused_step_g<T, 4, 0>(kp, H, packed, h_prev, st, keep_act, gr);
   }
 }
 
-// h W^T through oneDNN's linear with a prepacked weight (torch.ops.mkldnn._reorder_linear_weight):
-// for the small-M GEMM of a recurrent step it is ~20% faster than MKL's sgemm here (float32).
-at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& w_packed) {
-  static const c10::OperatorHandle op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
-  torch::jit::Stack stack;
-  stack.reserve(6);
-  stack.emplace_back(x);
-  stack.emplace_back(w_packed);
-  stack.emplace_back(c10::IValue());  // no bias
-  stack.emplace_back(std::string("none"));
-  stack.emplace_back(c10::List<std::optional<at::Scalar>>());
-  stack.emplace_back(c10::IValue());
-  op.callBoxed(&stack);
-  return stack[0].toTensor();
-}
-
-// The forward loop of ../lstm.py's lstm_forward for CPU tensors, step for step (the recurrent
-// GEMM, fgr's gate recurrence, then one elementwise pass), without the Python overhead of ~10
-// tensor views per step: the row kernel gets raw pointers. P (tc*B, nP) holds the input
-// projection: all steps when tc == T, else a buffer refilled every tc steps from x2 (T*B, I),
-// wih, bias. whh_packed (float32): the recurrent GEMM through oneDNN instead of addmm_.
+// The forward loop of ../lstm.py's lstm_forward for CPU tensors, step for step, without the Python
+// overhead of ~10 tensor views per step. float and double: fused_step (the recurrent GEMMs, fgr's
+// gate recurrence included, fused with the elementwise step); bfloat16 and half: addmm_ into the
+// gate rows, then one elementwise pass per row (lstm_step_impl). P (tc*B, nP) holds the input
+// projection: all steps when tc == T (always for fgr, which reads step t-1's gates there), else
+// a buffer refilled every tc steps from x2 (T*B, I), wih, bias.
 template <typename scalar_t>
 void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tensor& wih, const at::Tensor& bias,
                             int64_t tc, const at::Tensor& whh_t, const c10::optional<at::Tensor>& wgh_t,
                             const c10::optional<at::Tensor>& a0, at::Tensor& C, bool keep_c,
                             const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor& Hout,
                             const at::Tensor& h0, const LstmConsts<scalar_t>& k,
-                            const c10::optional<at::Tensor>& below, at::IntArrayRef bs,
-                            const c10::optional<at::Tensor>& whh_packed) {
+                            const c10::optional<at::Tensor>& below, at::IntArrayRef bs) {
   const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2), nP = P.size(1), GH = k.GH;
   const bool depth = below.has_value();
   const bool fgr = wgh_t.has_value();
   const int64_t nGH = fgr ? wgh_t->size(0) : 0;
+  TORCH_CHECK(!fgr || (tc == T && a0.has_value()), "lstm_forward_loop: fgr needs the whole projection (tc == T) and a0");
   at::Tensor P3 = P.view({tc, B, nP});
   const at::Tensor wih_t = wih.t();
   scalar_t* Pp = P.data_ptr<scalar_t>();
@@ -516,13 +531,17 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   at::Tensor h_prev = h0;
   // float and double without fgr: the recurrent GEMM fused with the elementwise step (fused_step)
   constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
-  const bool fused = vec_type && !fgr;
+  const bool fused = vec_type;
   const int64_t G = GH / H;
-  at::Tensor packed, h0c;
+  at::Tensor packed, h0c, packed_gh, a0c;
   std::unique_ptr<PaddedUnits<scalar_t>> kp;
   if constexpr (vec_type) {
     if (fused) {
       packed = pack_recurrent<scalar_t>(whh_t, G, H);
+      if (fgr) {
+        packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H);
+        a0c = a0->contiguous();
+      }
       h0c = h0.contiguous();
       constexpr int L = Vec<scalar_t>::L;
       kp = std::make_unique<PaddedUnits<scalar_t>>(k, (H + L - 1) / L * L);
@@ -544,28 +563,28 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     if constexpr (vec_type) {
       if (fused) {
         // without a backward pass (save_tc false) neither h(c) nor the activations are kept
-        LstmStep<scalar_t> st{arow, nullptr, Cp + ci * B * H, Cp + co * B * H,
+        LstmStep<scalar_t> st{arow, Cp + ci * B * H, Cp + co * B * H,
                               TCp && save_tc ? TCp + t * B * H : nullptr, Hp + t * B * H,
                               depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
         const scalar_t* hp = t == 0 ? h0c.data_ptr<scalar_t>() : Hp + (t - 1) * B * H;
-        fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc);
+        GateRecurrence<scalar_t> gr;
+        if (fgr) {  // the previous step's gate activations: a0, else the rows of step t-1 (tc == T for fgr)
+          gr.a_prev = t == 0 ? a0c.data_ptr<scalar_t>() : Pp + (t_in - 1) * B * nP;
+          gr.s2 = t == 0 ? nGH : nP;
+          gr.packed = packed_gh.data_ptr<scalar_t>();
+        }
+        fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc || fgr, gr);
         continue;
       }
     }
     at::Tensor a = P3.select(0, t_in).narrow(0, 0, b).narrow(1, 0, GH);  // (b, GH)
-    c10::optional<at::Tensor> rec;  // h W_hh^T (+ fgr's term) when not accumulated into a
-    if (whh_packed.has_value()) {
-      rec = packed_linear(h_prev.narrow(0, 0, b), *whh_packed).contiguous();
-    } else {
-      a.addmm_(h_prev.narrow(0, 0, b), whh_t);
-    }
+    a.addmm_(h_prev.narrow(0, 0, b), whh_t);
     if (fgr) {
       at::Tensor a_prev =
           t == 0 ? a0->narrow(0, 0, b) : P3.select(0, t_in - 1).narrow(0, 0, b).narrow(1, 0, nGH);
-      (rec.has_value() ? *rec : a).narrow(1, 0, nGH).addmm_(a_prev, *wgh_t);
+      a.narrow(1, 0, nGH).addmm_(a_prev, *wgh_t);
     }
-    LstmStep<scalar_t> st{arow, rec.has_value() ? rec->data_ptr<scalar_t>() : nullptr,
-                          Cp + ci * B * H, Cp + co * B * H,
+    LstmStep<scalar_t> st{arow, Cp + ci * B * H, Cp + co * B * H,
                           TCp ? TCp + (save_tc ? t * B * H : 0) : nullptr, Hp + t * B * H,
                           depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
     lstm_step_impl<scalar_t>(k, st);
@@ -579,8 +598,7 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
                        const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor Hout, const at::Tensor& h0,
                        const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
                        const c10::optional<at::Tensor>& below, const c10::optional<at::Tensor>& w_cd,
-                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags,
-                       const c10::optional<at::Tensor>& whh_packed) {
+                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags) {
   const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2);
   TORCH_CHECK(P.device().is_cpu(), "lstm_forward_loop: CPU tensors only, got ", P.device());
   TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_forward_loop: bs must have T entries");
@@ -611,7 +629,7 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
                            w_cd.has_value() ? w_cd->data_ptr<scalar_t>() : nullptr,
                            w_ld.has_value() ? w_ld->data_ptr<scalar_t>() : nullptr};
     lstm_forward_loop_impl<scalar_t>(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc, Hout, h0, k,
-                                     below, bs, whh_packed);
+                                     below, bs);
   });
 }
 
@@ -923,8 +941,7 @@ TORCH_LIBRARY(recur_attn_native, m) {
   m.def(
       "lstm_forward_loop(Tensor(a!) P, Tensor x2, Tensor wih, Tensor bias, int tc, Tensor whh_t, Tensor? wgh_t, "
       "Tensor? a0, Tensor(b!) C, bool keep_c, Tensor(c!)? TC, bool save_tc, Tensor(d!) Hout, Tensor h0, "
-      "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags, "
-      "Tensor? whh_packed) -> ()");
+      "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags) -> ()");
   m.def(
       "lstm_backward_loop(Tensor(a!) A, Tensor C, Tensor? TC, Tensor(b!) DH, Tensor(c!) dc_a, Tensor(d!) dc_b, "
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
@@ -941,5 +958,3 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_backward_loop", &lstm_backward_loop);
 }
 
-// the prepacked oneDNN weight is an MkldnnCPU tensor: the forward loop dispatches there too
-TORCH_LIBRARY_IMPL(recur_attn_native, MkldnnCPU, m) { m.impl("lstm_forward_loop", &lstm_forward_loop); }
