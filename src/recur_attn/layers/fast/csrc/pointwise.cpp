@@ -93,31 +93,6 @@ inline v16f tanh_v16(v16f a) {
   return out;
 }
 
-// tanh_ and sigmoid_ for the fused kernel's rows of W values (W = 16 floats: one vector; else the loops)
-template <int W, typename acc_t>
-inline void tanh_w(acc_t* x, int64_t n) {
-  if constexpr (W == 16 && std::is_same<acc_t, float>::value) {
-    v16f v;
-    __builtin_memcpy(&v, x, sizeof(v));
-    v = tanh_v16(v);
-    __builtin_memcpy(x, &v, sizeof(v));
-  } else {
-    tanh_(x, n);
-  }
-}
-
-template <int W, typename acc_t>
-inline void sigmoid_w(acc_t* x, int64_t n) {
-  if constexpr (W == 16 && std::is_same<acc_t, float>::value) {
-    v16f v;
-    __builtin_memcpy(&v, x, sizeof(v));
-    v = 0.5f + 0.5f * tanh_v16(0.5f * v);
-    __builtin_memcpy(x, &v, sizeof(v));
-  } else {
-    sigmoid_(x, n);
-  }
-}
-
 template <typename scalar_t, typename acc_t>
 void load(acc_t* dst, const scalar_t* src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc_t>(src[j]);
@@ -166,14 +141,11 @@ struct LstmConsts {
 // The elementwise part of one step for the units [u0, u0 + U) of one row. X: those units' gate
 // pre-activations, block q of the present ones (internal order o, i, f, g) at X + q * ws; on return
 // the activations. c_prev, c, tc, h, d, below point at the row's unit u0; work: 6 * U values.
-// W > 0: U == W is a compile-time constant (the fused kernel's vectors: each loop below becomes a few
-// vector instructions, tanh one libmvec call).
-template <typename scalar_t, typename acc_t, int W = 0>
-void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U_, int64_t u0,
+template <typename scalar_t, typename acc_t>
+void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U, int64_t u0,
                 const scalar_t* c_prev, scalar_t* c, scalar_t* tc, scalar_t* h, scalar_t* d,
                 const scalar_t* below, acc_t* work) {
   const int64_t H = k.H;
-  const int64_t U = W > 0 ? W : U_;
   const bool ig = k.ig, fg = k.fg, og = k.og, ia = k.ia, oa = k.oa, coupled = k.coupled;
   // internal order o, i, f, g
   int64_t off = 0;
@@ -195,9 +167,9 @@ void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U_,
     for (int64_t j = 0; j < U; ++j) x[j] += acc_t(p[j]) * cp[j];
   }
   // the sigmoid gates (o after c when it peeks at c_t); g below
-  for (int64_t q = (k.p_o ? ws : 0); q < sg; q += ws) sigmoid_w<W>(X + q, U);
+  for (int64_t q = (k.p_o ? ws : 0); q < sg; q += ws) sigmoid_(X + q, U);
   acc_t* g = X + sg;
-  if (ia) tanh_w<W>(g, U);
+  if (ia) tanh_(g, U);
   // c = f * c_prev + i * g, and the variants
   if (fg && ig) {
     const acc_t *f = X + sf, *i = X + si;
@@ -219,7 +191,7 @@ void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U_,
     load(bl, below, U);
     const scalar_t *wcd = k.w_cd + u0, *wld = k.w_ld + u0;
     for (int64_t j = 0; j < U; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
-    sigmoid_w<W>(dd, U);
+    sigmoid_(dd, U);
     for (int64_t j = 0; j < U; ++j) cn[j] += dd[j] * bl[j];
     store(d, dd, U);
   }
@@ -227,10 +199,10 @@ void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U_,
     acc_t* o = X + so;
     const scalar_t* po = k.p_o + u0;
     for (int64_t j = 0; j < U; ++j) o[j] += acc_t(po[j]) * cn[j];
-    sigmoid_w<W>(o, U);
+    sigmoid_(o, U);
   }
   for (int64_t j = 0; j < U; ++j) hc[j] = cn[j];
-  if (oa) tanh_w<W>(hc, U);
+  if (oa) tanh_(hc, U);
   if (og) {
     const acc_t* o = X + so;
     for (int64_t j = 0; j < U; ++j) tmp[j] = o[j] * hc[j];
@@ -303,13 +275,14 @@ inline void lstm_units_v16(const LstmConsts<float>& k, v16f* X, int64_t u0, cons
 }
 
 // ------------------------------------------------- the recurrent GEMM fused with the elementwise step
-// float and double (the LSTM family without fgr's gate recurrence). W_hh is packed once per call into
+// float and double, every cell of the LSTM family. W_hh is packed once per call into
 // panels of L units (L = one 64-byte vector: 16 floats, 8 doubles): panel p holds, for every k, the
 // G gate blocks' weights of units p*L .. p*L+L-1 side by side -- (npan, H, G, L), units past H zero.
 // A tile of MR rows x one panel keeps its MR x G vector accumulators in registers over the whole
 // k loop (a register-blocked GEMM micro-kernel, GCC/Clang vector extensions: AVX-512, AVX2 or SSE,
 // whatever -march=native gives), adds the input projection and runs the step's elementwise part for
-// those L units right away. Threads take panels (hidden units, all gates), so the gate
+// those L units right away (floats: lstm_units_v16, in registers). fgr's gate recurrence is a second
+// k loop over the previous step's gates (GateRecurrence). Threads take panels (hidden units, all gates), so the gate
 // pre-activations never leave the core that computes them; one parallel region per step.
 template <typename T>
 struct Vec {
@@ -391,7 +364,7 @@ struct GateRecurrence {
 };
 
 // One step: h_prev (b, H) rows of stride H; st as for lstm_step_impl (a holds the input projection);
-// kp: k with its per-unit weights padded to npan * L units (pad_units), so that every panel reads L.
+// kp: k with its per-unit weights padded to npan * L units (PaddedUnits), so that every panel reads L.
 template <typename T, int G, int G2>
 void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
                   bool keep_act, const GateRecurrence<T>& gr) {
@@ -405,7 +378,7 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
   at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) {
     alignas(64) T out[MR * G * L];
     alignas(64) T X[G * L + 6 * L];  // one row's gate blocks of the panel, then lstm_units' work
-    alignas(64) T part[6 * L];       // a partial panel's row slices: c_prev, c, tc, h, d, below
+    alignas(64) T part[(6 + G) * L];  // a partial panel's c_prev, c, tc, h, d, below, projection
     const T* rows[MR];
     const T* rows2[MR];
     for (int64_t p = p0; p < p1; ++p) {
@@ -421,47 +394,45 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
         }
         gemm_tile<T, MR, G, G2>(rows, wp, H, rows2, wp2, K2, out);
         for (int64_t r = r0; r < r0 + m; ++r) {
-          T* ar = st.a + r * st.sa + u0;
+          T* ar = st.a + r * st.sa + u0;  // the row's input projection, G blocks of stride H
           const T* tile = out + (r - r0) * G * L;
+          T* const cn_out = st.c + r * H + u0;
+          T* const tc_out = st.tc ? st.tc + r * H + u0 : nullptr;
+          T* const h_out = st.h + r * H + u0;
+          T* const d_out = st.d ? st.d + r * st.sd + u0 : nullptr;
           const T* cp = st.c_prev + r * H + u0;
-          T* cn = st.c + r * H + u0;
-          T* tc = st.tc ? st.tc + r * H + u0 : nullptr;
-          T* hh = st.h + r * H + u0;
-          T* d = st.d ? st.d + r * st.sd + u0 : nullptr;
           const T* bl = st.d ? st.below + r * H + u0 : nullptr;
-          if constexpr (std::is_same<T, float>::value) {
-            if (U == L) {
-              v16f V[G];
-              for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(ar + q * H);
-              lstm_units_v16(kp, V, u0, cp, cn, tc, hh, d, bl);
-              if (keep_act)
-                for (int q = 0; q < G; ++q) st16(ar + q * H, V[q]);
-              continue;
-            }
+          const T* gin = ar;
+          int64_t gs = H;
+          T *cn = cn_out, *tc = tc_out, *hh = h_out, *d = d_out;
+          if (U < L) {  // the last panel of an H that is not a multiple of L: zero-padded copies in `part`
+            std::fill(part, part + (6 + G) * L, T(0));
+            std::copy(cp, cp + U, part);
+            if (d) std::copy(d, d + U, part + 4 * L), std::copy(bl, bl + U, part + 5 * L);
+            for (int q = 0; q < G; ++q) std::copy(ar + q * H, ar + q * H + U, part + (6 + q) * L);
+            cp = part, cn = part + L, tc = tc ? part + 2 * L : nullptr, hh = part + 3 * L;
+            d = d ? part + 4 * L : nullptr, bl = bl ? part + 5 * L : nullptr;
+            gin = part + 6 * L, gs = L;
           }
-          if (U == L) {
+          if constexpr (std::is_same<T, float>::value) {  // in vector registers
+            v16f V[G];
+            for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(gin + q * gs);
+            lstm_units_v16(kp, V, u0, cp, cn, tc, hh, d, bl);
+            if (keep_act)
+              for (int q = 0; q < G; ++q) st16(X + q * L, V[q]);
+          } else {
             for (int q = 0; q < G; ++q)
-              for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + ar[q * H + j];
-            lstm_units<T, T, L>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
-            for (int q = 0; q < G; ++q)
-              for (int j = 0; j < L; ++j) ar[q * H + j] = X[q * L + j];
-            continue;
+              for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + gin[q * gs + j];
+            lstm_units<T, T>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
           }
-          // the last panel of an H that is not a multiple of L: through zero-padded copies
-          std::fill(part, part + 6 * L, T(0));
-          std::fill(X, X + G * L, T(0));
-          for (int q = 0; q < G; ++q)
-            for (int64_t j = 0; j < U; ++j) X[q * L + j] = tile[q * L + j] + ar[q * H + j];
-          std::copy(cp, cp + U, part);
-          if (d) std::copy(d, d + U, part + 4 * L), std::copy(bl, bl + U, part + 5 * L);
-          lstm_units<T, T, L>(kp, X, L, L, u0, part, part + L, part + 2 * L, part + 3 * L,
-                              d ? part + 4 * L : nullptr, part + 5 * L, X + G * L);
-          for (int q = 0; q < G; ++q)
-            for (int64_t j = 0; j < U; ++j) ar[q * H + j] = X[q * L + j];
-          std::copy(part + L, part + L + U, cn);
-          if (tc) std::copy(part + 2 * L, part + 2 * L + U, tc);
-          std::copy(part + 3 * L, part + 3 * L + U, hh);
-          if (d) std::copy(part + 4 * L, part + 4 * L + U, d);
+          if (keep_act)  // the activations, for the backward pass (and fgr's next step)
+            for (int q = 0; q < G; ++q) std::copy(X + q * L, X + q * L + U, ar + q * H);
+          if (U < L) {
+            std::copy(cn, cn + U, cn_out);
+            if (tc) std::copy(tc, tc + U, tc_out);
+            std::copy(hh, hh + U, h_out);
+            if (d) std::copy(d, d + U, d_out);
+          }
         }
       }
     }
