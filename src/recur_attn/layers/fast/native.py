@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,8 +113,6 @@ def prune_stale_builds(current: Path, days: float = STALE_DAYS) -> list[Path]:
     """Stamp ``current`` as used now and remove its sibling build folders not used for ``days``
     (each change of the source builds into a new folder; another torch or CPU keeps its own
     folder alive by using it). Returns the removed folders."""
-    import time
-
     current.mkdir(parents=True, exist_ok=True)
     (current / _STAMP).touch()
     cutoff = time.time() - days * 86400
