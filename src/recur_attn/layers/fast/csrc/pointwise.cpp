@@ -307,6 +307,29 @@ at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H) {
   return packed;
 }
 
+// acc[r][g] += sum_k rows[r][k] * wp[k][g] for the first NB of the G blocks: the micro-kernel's k loop
+// (MR x NB vector accumulators in registers once inlined; wp packed (K, NB, L))
+template <typename T, int MR, int G, int NB>
+__attribute__((always_inline)) inline void accumulate(typename Vec<T>::type (&acc)[MR][G], const T* const* rows,
+                                                      const T* __restrict__ wp, int64_t K) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  const T* hr[MR];
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) hr[r] = rows[r];
+  for (int64_t kk = 0; kk < K; ++kk) {
+    V w[NB];
+#pragma GCC unroll 4
+    for (int g = 0; g < NB; ++g) __builtin_memcpy(&w[g], wp + (kk * NB + g) * L, sizeof(V));
+#pragma GCC unroll 32
+    for (int r = 0; r < MR; ++r) {
+      const T s = hr[r][kk];
+#pragma GCC unroll 4
+      for (int g = 0; g < NB; ++g) acc[r][g] += s * w[g];
+    }
+  }
+}
+
 // out (MR, G, L) = rows (MR of h_prev, K each) x one packed panel (K, G, L)
 //   [+ rows2 (MR of fgr's previous gate activations, K2 each) x panel wp2 (K2, G2, L) into the first G2 blocks]
 template <typename T, int MR, int G, int G2>
@@ -319,35 +342,8 @@ inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K,
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) acc[r][g] = V{};
-  const T* hr[MR];
-#pragma GCC unroll 32
-  for (int r = 0; r < MR; ++r) hr[r] = rows[r];
-  for (int64_t kk = 0; kk < K; ++kk) {
-    V w[G];
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) __builtin_memcpy(&w[g], wp + (kk * G + g) * L, sizeof(V));
-#pragma GCC unroll 32
-    for (int r = 0; r < MR; ++r) {
-      const T s = hr[r][kk];
-#pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) acc[r][g] += s * w[g];
-    }
-  }
-  if constexpr (G2 > 0) {
-#pragma GCC unroll 32
-    for (int r = 0; r < MR; ++r) hr[r] = rows2[r];
-    for (int64_t kk = 0; kk < K2; ++kk) {
-      V w[G2];
-#pragma GCC unroll 4
-      for (int g = 0; g < G2; ++g) __builtin_memcpy(&w[g], wp2 + (kk * G2 + g) * L, sizeof(V));
-#pragma GCC unroll 32
-      for (int r = 0; r < MR; ++r) {
-        const T s = hr[r][kk];
-#pragma GCC unroll 4
-        for (int g = 0; g < G2; ++g) acc[r][g] += s * w[g];
-      }
-    }
-  }
+  accumulate<T, MR, G, G>(acc, rows, wp, K);
+  if constexpr (G2 > 0) accumulate<T, MR, G, G2>(acc, rows2, wp2, K2);
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
