@@ -496,23 +496,21 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   scalar_t* Hp = Hout.data_ptr<scalar_t>();
   const scalar_t* BLp = depth ? below->data_ptr<scalar_t>() : nullptr;
   at::Tensor h_prev = h0;
-  // float and double without fgr: the recurrent GEMM fused with the elementwise step (fused_step)
+  // float and double (every cell, fgr included): the recurrent GEMMs fused with the elementwise step
+  // (fused_step); bfloat16 and half: addmm_, then lstm_step_impl
   constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
-  const bool fused = vec_type;
   const int64_t G = GH / H;
   at::Tensor packed, h0c, packed_gh, a0c;
   std::unique_ptr<PaddedUnits<scalar_t>> kp;
   if constexpr (vec_type) {
-    if (fused) {
-      packed = pack_recurrent<scalar_t>(whh_t, G, H);
-      if (fgr) {
-        packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H);
-        a0c = a0->contiguous();
-      }
-      h0c = h0.contiguous();
-      constexpr int L = Vec<scalar_t>::L;
-      kp = std::make_unique<PaddedUnits<scalar_t>>(k, (H + L - 1) / L * L);
+    packed = pack_recurrent<scalar_t>(whh_t, G, H);
+    if (fgr) {
+      packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H);
+      a0c = a0->contiguous();
     }
+    h0c = h0.contiguous();
+    constexpr int L = Vec<scalar_t>::L;
+    kp = std::make_unique<PaddedUnits<scalar_t>>(k, (H + L - 1) / L * L);
   }
   for (int64_t t = 0; t < T; ++t) {
     const int64_t b = bs.empty() ? B : bs[t];
@@ -528,21 +526,19 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     }
     scalar_t* arow = Pp + t_in * B * nP;
     if constexpr (vec_type) {
-      if (fused) {
-        // without a backward pass (save_tc false) neither h(c) nor the activations are kept
-        LstmStep<scalar_t> st{arow, Cp + ci * B * H, Cp + co * B * H,
-                              TCp && save_tc ? TCp + t * B * H : nullptr, Hp + t * B * H,
-                              depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
-        const scalar_t* hp = t == 0 ? h0c.data_ptr<scalar_t>() : Hp + (t - 1) * B * H;
-        GateRecurrence<scalar_t> gr;
-        if (fgr) {  // the previous step's gate activations: a0, else the rows of step t-1 (tc == T for fgr)
-          gr.a_prev = t == 0 ? a0c.data_ptr<scalar_t>() : Pp + (t_in - 1) * B * nP;
-          gr.s2 = t == 0 ? nGH : nP;
-          gr.packed = packed_gh.data_ptr<scalar_t>();
-        }
-        fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc || fgr, gr);
-        continue;
+      // without a backward pass (save_tc false) neither h(c) nor the activations are kept
+      LstmStep<scalar_t> st{arow, Cp + ci * B * H, Cp + co * B * H,
+                            TCp && save_tc ? TCp + t * B * H : nullptr, Hp + t * B * H,
+                            depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
+      const scalar_t* hp = t == 0 ? h0c.data_ptr<scalar_t>() : Hp + (t - 1) * B * H;
+      GateRecurrence<scalar_t> gr;
+      if (fgr) {  // the previous step's gate activations: a0, else the rows of step t-1 (tc == T for fgr)
+        gr.a_prev = t == 0 ? a0c.data_ptr<scalar_t>() : Pp + (t_in - 1) * B * nP;
+        gr.s2 = t == 0 ? nGH : nP;
+        gr.packed = packed_gh.data_ptr<scalar_t>();
       }
+      fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc || fgr, gr);
+      continue;
     }
     at::Tensor a = P3.select(0, t_in).narrow(0, 0, b).narrow(1, 0, GH);  // (b, GH)
     a.addmm_(h_prev.narrow(0, 0, b), whh_t);
