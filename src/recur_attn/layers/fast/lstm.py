@@ -115,9 +115,10 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
     x2 = inp.reshape(T * B, -1)
     nP = wih.shape[0]
     tc = T if (save or cfg.fgr) else max(1, min(T, _CHUNK_ELEMS // max(1, B * nP)))
-    if tc == T:
+    if tc == T and not use_native:
         P = torch.addmm(bias, x2, wih.t())  # (T*B, G*H [+ H])
-    else:
+    else:  # the C++ loop fills it (all steps at once when tc == T; in float32/64 without the bias,
+        # which its epilogue adds)
         P = torch.empty(tc * B, nP, device=dev, dtype=dt)
     xw = P.view(tc, B, -1)[..., :GH]
     xd = P.view(tc, B, -1)[..., GH:] if cfg.depth else None

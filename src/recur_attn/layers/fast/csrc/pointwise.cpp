@@ -136,6 +136,11 @@ struct LstmConsts {
   const scalar_t* p_o;   // (H,) peephole of o, or null
   const scalar_t* w_cd;  // depth gate weights (H,), or null
   const scalar_t* w_ld;
+  // the input projection's bias (both biases folded in), blocks of stride H like p_if: the G gate blocks
+  // then the depth gate's; added to the pre-activations by the fused kernel's epilogue, which lets the
+  // input projection be a plain GEMM (addmm would first copy the bias into every row of the buffer).
+  // Null where the projection already holds it (the bfloat16/half loop).
+  const scalar_t* bias = nullptr;
 };
 
 // The elementwise part of one step for the units [u0, u0 + U) of one row. X: those units' gate
@@ -160,6 +165,9 @@ void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U, 
   acc_t* bl = dd + U;  // below
   acc_t* tmp = bl + U;
   load(cp, c_prev, U);
+  if (k.bias)
+    for (int64_t q = 0; q * ws < sg + ws; ++q)
+      for (int64_t j = 0; j < U; ++j) X[q * ws + j] += acc_t(k.bias[q * H + u0 + j]);
   // peepholes of i and f on c_{t-1}
   for (int64_t q = 0; q < k.kif; ++q) {
     acc_t* x = X + (og ? ws : 0) + q * ws;
@@ -190,6 +198,8 @@ void lstm_units(const LstmConsts<scalar_t>& k, acc_t* X, int64_t ws, int64_t U, 
     load(dd, d, U);
     load(bl, below, U);
     const scalar_t *wcd = k.w_cd + u0, *wld = k.w_ld + u0;
+    if (k.bias)
+      for (int64_t j = 0; j < U; ++j) dd[j] += acc_t(k.bias[(sg / ws + 1) * H + u0 + j]);
     for (int64_t j = 0; j < U; ++j) dd[j] += acc_t(wcd[j]) * cp[j] + acc_t(wld[j]) * bl[j];
     sigmoid_(dd, U);
     for (int64_t j = 0; j < U; ++j) cn[j] += dd[j] * bl[j];
@@ -244,6 +254,8 @@ inline void lstm_units_v16(const LstmConsts<float>& k, v16f* X, int64_t u0, cons
                            float* tc, float* h, float* d, const float* below) {
   int q = 0;
   const int qo = k.og ? q++ : -1, qi = k.ig ? q++ : -1, qf = k.fg ? q++ : -1, qg = q;
+  if (k.bias)
+    for (int j = 0; j <= qg; ++j) X[j] += ld16(k.bias + j * k.H + u0);
   const v16f cp = ld16(c_prev);
   if (k.kif) {  // peepholes on c_{t-1}: rows for i and f, present ones
     int r = 0;
@@ -263,7 +275,9 @@ inline void lstm_units_v16(const LstmConsts<float>& k, v16f* X, int64_t u0, cons
   else cn = cp + g;
   if (d) {  // c += sigma(xd + w_cd c_prev + w_ld below) * below
     const v16f bl = ld16(below);
-    const v16f dd = sigmoid_v16(ld16(d) + ld16(k.w_cd + u0) * cp + ld16(k.w_ld + u0) * bl);
+    v16f xd = ld16(d);
+    if (k.bias) xd += ld16(k.bias + (qg + 1) * k.H + u0);
+    const v16f dd = sigmoid_v16(xd + ld16(k.w_cd + u0) * cp + ld16(k.w_ld + u0) * bl);
     cn += dd * bl;
     st16(d, dd);
   }
@@ -295,15 +309,27 @@ template <typename T>
 at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H) {
   constexpr int L = Vec<T>::L;
   const int64_t npan = (H + L - 1) / L, K = w_t.size(0);
-  const at::Tensor w = w_t.contiguous();
-  at::Tensor packed = at::zeros({npan, K, G, L}, w.options());  // 64-byte aligned (CPU allocator)
-  const T* src = w.data_ptr<T>();
+  // read through the strides: w_t is usually the transpose of a contiguous (G*H, K) weight, whose
+  // rows (a unit's weights over k) are then contiguous
+  const int64_t sk = w_t.stride(0), sc = w_t.stride(1);
+  at::Tensor packed = at::empty({npan, K, G, L}, w_t.options());  // 64-byte aligned (CPU allocator)
+  const T* src = w_t.data_ptr<T>();
   T* dst = packed.data_ptr<T>();
-  for (int64_t p = 0; p < npan; ++p)
-    for (int64_t kk = 0; kk < K; ++kk)
+  at::parallel_for(0, npan, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t U = std::min<int64_t>(L, H - p * L);
       for (int64_t g = 0; g < G; ++g)
-        for (int64_t l = 0; l < L && p * L + l < H; ++l)
-          dst[((p * K + kk) * G + g) * L + l] = src[kk * G * H + g * H + p * L + l];
+        for (int64_t l = 0; l < L; ++l) {
+          T* d = dst + (p * K * G + g) * L + l;  // then + kk * G * L
+          if (l >= U) {  // units past H: zero
+            for (int64_t kk = 0; kk < K; ++kk) d[kk * G * L] = T(0);
+            continue;
+          }
+          const T* s = src + (g * H + p * L + l) * sc;
+          for (int64_t kk = 0; kk < K; ++kk) d[kk * G * L] = s[kk * sk];
+        }
+    }
+  });
   return packed;
 }
 
@@ -350,6 +376,17 @@ inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K,
     for (int g = 0; g < G; ++g) __builtin_memcpy(out + (r * G + g) * L, &acc[r][g], sizeof(V));
 }
 
+// gemm_tile for the m <= MR rows of a tile (a kernel for each row count, so that the last tile of a
+// batch that MR does not divide computes only its own rows)
+template <typename T, int MR, int G, int G2>
+inline void gemm_rows(int m, const T* const* rows, const T* __restrict__ wp, int64_t K, const T* const* rows2,
+                      const T* __restrict__ wp2, int64_t K2, T* __restrict__ out) {
+  if constexpr (MR > 1) {
+    if (m < MR) return gemm_rows<T, MR - 1, G, G2>(m, rows, wp, K, rows2, wp2, K2, out);
+  }
+  gemm_tile<T, MR, G, G2>(rows, wp, K, rows2, wp2, K2, out);
+}
+
 // fgr's second operand: the previous step's activations of the G2 gated blocks, rows of stride s2,
 // and W_gh^T packed like W_hh^T (pack_recurrent); G2 = 0 without fgr.
 template <typename T>
@@ -383,12 +420,11 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
       const T* wp2 = G2 > 0 ? gr.packed + p * K2 * G2 * L : nullptr;
       for (int64_t r0 = 0; r0 < b; r0 += MR) {
         const int64_t m = std::min<int64_t>(MR, b - r0);
-        for (int r = 0; r < MR; ++r) {  // a partial tile repeats its last row
-          const int64_t rr = std::min<int64_t>(r0 + r, b - 1);
-          rows[r] = h_prev + rr * H;
-          rows2[r] = G2 > 0 ? gr.a_prev + rr * gr.s2 : nullptr;
+        for (int r = 0; r < m; ++r) {
+          rows[r] = h_prev + (r0 + r) * H;
+          rows2[r] = G2 > 0 ? gr.a_prev + (r0 + r) * gr.s2 : nullptr;
         }
-        gemm_tile<T, MR, G, G2>(rows, wp, H, rows2, wp2, K2, out);
+        gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out);
         for (int64_t r = r0; r < r0 + m; ++r) {
           T* ar = st.a + r * st.sa + u0;  // the row's input projection, G blocks of stride H
           const T* tile = out + (r - r0) * G * L;
@@ -438,7 +474,7 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
 // The per-unit weights of k (peepholes, depth-gate weights) copied into rows of npan * L units, zeros past H.
 template <typename T>
 struct PaddedUnits {
-  std::vector<T> p_if, p_o, w_cd, w_ld;
+  std::vector<T> p_if, p_o, w_cd, w_ld, bias;
   LstmConsts<T> k;
   PaddedUnits(const LstmConsts<T>& k0, int64_t Hp) : k(k0) {
     auto pad = [&](std::vector<T>& dst, const T* src, int64_t rows) -> const T* {
@@ -451,6 +487,7 @@ struct PaddedUnits {
     k.p_o = pad(p_o, k0.p_o, 1);
     k.w_cd = pad(w_cd, k0.w_cd, 1);
     k.w_ld = pad(w_ld, k0.w_ld, 1);
+    k.bias = pad(bias, k0.bias, k0.GH / k0.H + (k0.w_cd ? 1 : 0));
     k.H = Hp;  // the row stride of p_if
   }
 };
@@ -473,9 +510,10 @@ void fused_step(int64_t G, const LstmConsts<T>& kp, int64_t H, const T* packed, 
 // The forward loop of ../lstm.py's lstm_forward for CPU tensors, step for step, without the Python
 // overhead of ~10 tensor views per step. float and double: fused_step (the recurrent GEMMs, fgr's
 // gate recurrence included, fused with the elementwise step); bfloat16 and half: addmm_ into the
-// gate rows, then one elementwise pass per row (lstm_step_impl). P (tc*B, nP) holds the input
-// projection: all steps when tc == T (always for fgr, which reads step t-1's gates there), else
-// a buffer refilled every tc steps from x2 (T*B, I), wih, bias.
+// gate rows, then one elementwise pass per row (lstm_step_impl). P (tc*B, nP) receives the input
+// projection x2 (T*B, I) wih^T: all steps at once when tc == T (always for a backward pass, and for
+// fgr, which reads step t-1's gates there), else refilled every tc steps. In float and double it is a
+// plain GEMM and the fused epilogue adds the bias; in bfloat16 and half the GEMM adds it (addmm).
 template <typename scalar_t>
 void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tensor& wih, const at::Tensor& bias,
                             int64_t tc, const at::Tensor& whh_t, const c10::optional<at::Tensor>& wgh_t,
@@ -496,9 +534,9 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   scalar_t* Hp = Hout.data_ptr<scalar_t>();
   const scalar_t* BLp = depth ? below->data_ptr<scalar_t>() : nullptr;
   at::Tensor h_prev = h0;
+  constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
   // float and double (every cell, fgr included): the recurrent GEMMs fused with the elementwise step
   // (fused_step); bfloat16 and half: addmm_, then lstm_step_impl
-  constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
   const int64_t G = GH / H;
   at::Tensor packed, h0c, packed_gh, a0c;
   std::unique_ptr<PaddedUnits<scalar_t>> kp;
@@ -515,10 +553,11 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   for (int64_t t = 0; t < T; ++t) {
     const int64_t b = bs.empty() ? B : bs[t];
     const int64_t t_in = t % tc;
-    if (tc < T && t_in == 0) {
+    if (t_in == 0) {  // the input projection of the next tc steps (float, double: the epilogue adds the bias)
       const int64_t n = std::min(tc, T - t);
       at::Tensor out = P.narrow(0, 0, n * B);
-      at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
+      if constexpr (vec_type) at::mm_out(out, x2.narrow(0, t * B, n * B), wih_t);
+      else at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
     }
     const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
     if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
@@ -583,6 +622,9 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   }
   TORCH_CHECK(depth == w_cd.has_value() && depth == w_ld.has_value(),
               "lstm_forward_loop: the depth gate needs below, w_cd and w_ld");
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == P.size(1) && bias.is_contiguous() &&
+              bias.scalar_type() == P.scalar_type(), "lstm_forward_loop: bias must be a contiguous (G*H [+ H]) "
+              "vector of the gate buffer's dtype");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, P.scalar_type(), "lstm_forward_loop", [&] {
     LstmConsts<scalar_t> k{H, GH, p_if.has_value() ? p_if->size(0) : 0, ig, fg, og,
                            bool(flags & kInputActivation), bool(flags & kOutputActivation),
@@ -591,6 +633,8 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
                            p_o.has_value() ? p_o->data_ptr<scalar_t>() : nullptr,
                            w_cd.has_value() ? w_cd->data_ptr<scalar_t>() : nullptr,
                            w_ld.has_value() ? w_ld->data_ptr<scalar_t>() : nullptr};
+    if constexpr (std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value)
+      k.bias = bias.data_ptr<scalar_t>();  // the fused kernel's epilogue adds it
     lstm_forward_loop_impl<scalar_t>(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc, Hout, h0, k,
                                      below, bs);
   });
