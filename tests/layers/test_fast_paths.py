@@ -363,3 +363,21 @@ def test_ninja_next_to_the_interpreter_is_put_on_path(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", "/nowhere")
     native._ninja_on_path()
     assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path)
+
+
+def test_loading_the_kernels_does_not_warn_about_cuda():
+    """Importing torch.utils.cpp_extension logs "No CUDA runtime is found" on CPU machines with a CUDA toolkit
+    folder; loading our CPU kernels must not print it in every process (other warnings stay)."""
+    import logging
+    import subprocess
+    import sys
+
+    if not native.available():
+        pytest.skip("no C++ compiler: the kernels are not built here")
+    code = ("import logging; logging.basicConfig(); from recur_attn.layers.fast import native; "
+            "assert native._load(); logging.getLogger('torch.utils.cpp_extension').warning('still shown')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "No CUDA runtime is found" not in res.stderr
+    assert "still shown" in res.stderr
+    assert not logging.getLogger("torch.utils.cpp_extension").filters  # the filter was taken off again

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -61,17 +62,33 @@ def layers_for(cell: str, layers: int) -> int:
     return max(layers, 2) if cell == "dglstm" else layers
 
 
-def build_torch(kind: str, nonlin: str, args, num_layers: int) -> nn.Module:
+def equal_work_hidden(cell: str, input_size: int, hidden_size: int) -> int | None:
+    """Hidden size of an nn.LSTM that does as many multiply-adds per token as ``cell`` at these sizes, for
+    the cells whose equations cost more than their reference's; None for the others.
+
+    ``fgr`` adds 9 H x H gate-recurrence matrices to the LSTM's 4 H (I + H): an nn.LSTM of hidden h does
+    4 h (I + h), so h solves 4 h^2 + 4 I h = 4 H (I + H) + 9 H^2. Comparing with that module tells how
+    efficiently the extra arithmetic runs, which the same-size ratio cannot."""
+    if cell != "fgr":
+        return None
+    I, H = input_size, hidden_size
+    work = 4 * H * (I + H) + 9 * H * H
+    return round((-I + math.sqrt(I * I + work)) / 2)
+
+
+def build_torch(kind: str, nonlin: str, args, num_layers: int, hidden_size: int | None = None) -> nn.Module:
+    H = hidden_size or args.hidden_size
     if kind == "RNN":
-        m = nn.RNN(args.input_size, args.hidden_size, num_layers, nonlinearity=nonlin)
+        m = nn.RNN(args.input_size, H, num_layers, nonlinearity=nonlin)
     else:
-        m = getattr(nn, kind)(args.input_size, args.hidden_size, num_layers)
+        m = getattr(nn, kind)(args.input_size, H, num_layers)
     return m
 
 
-def ref_name(kind: str, nonlin: str, num_layers: int) -> str:
+def ref_name(kind: str, nonlin: str, num_layers: int, hidden_size: int | None = None) -> str:
     base = f"nn.{kind}" + (f"({nonlin})" if kind == "RNN" else "")
-    return base + (f" x{num_layers}" if num_layers > 1 else "")
+    base += f" x{num_layers}" if num_layers > 1 else ""
+    return base + (f" H={hidden_size} (equal multiply-adds)" if hidden_size else "")
 
 
 def build_cell_module(cell: str, impl: str, args, num_layers: int) -> nn.Module:
@@ -133,15 +150,16 @@ def measure_memory(spec: dict) -> float:
     device = torch.device(args.device)
     torch.manual_seed(0)
     nl = spec["num_layers"]
+    hidden = spec.get("hidden") or args.hidden_size
     if spec["impl"] == "torch-module":
         kind, nonlin = torch_reference(spec["cell"])
-        m = build_torch(kind, nonlin, args, nl)
+        m = build_torch(kind, nonlin, args, nl, hidden)
     else:
         m = build_cell_module(spec["cell"], spec["impl"], args, nl)
     m = m.to(device)
     T = args.mem_seq_len
     x = torch.randn(T, args.batch_size, args.input_size, device=device)
-    g = torch.randn(T, args.batch_size, args.hidden_size, device=device)
+    g = torch.randn(T, args.batch_size, hidden, device=device)
     # warm up at a short length (allocator, kernels), then measure the long step
     time_train(m, x[:4], g[:4], device, args.dtype)
     for p in m.parameters():
@@ -293,20 +311,32 @@ def main(argv=None) -> list[dict]:
     torch.manual_seed(0)
     T, B = args.seq_len, args.batch_size
     x = torch.randn(T, B, args.input_size, device=device)
-    g = torch.randn(T, B, args.hidden_size, device=device)
+    grads: dict[int, torch.Tensor] = {}  # output gradient by hidden size
 
-    # candidates: (cell, impl) -> module; references: (kind, nonlin, layers) -> module
+    def out_grad(hidden: int) -> torch.Tensor:
+        if hidden not in grads:
+            grads[hidden] = torch.randn(T, B, hidden, device=device)
+        return grads[hidden]
+
+    out_grad(args.hidden_size)
+
+    # candidates: (cell, impl) -> module; references: (kind, nonlin, layers, hidden or None) -> module,
+    # hidden set for the equal-multiply-add reference of a cell that costs more than its reference
     refs: dict[tuple, nn.Module] = {}
     cands: list[dict] = []
     for cell in args.cell_list:
         kind, nonlin = torch_reference(cell)
         nl = layers_for(cell, args.layers)
-        key = (kind, nonlin, nl)
-        if key not in refs:
-            refs[key] = build_torch(kind, nonlin, args, nl).to(device)
+        keys = [(kind, nonlin, nl, None)]
+        hw = equal_work_hidden(cell, args.input_size, args.hidden_size)
+        if hw is not None:
+            keys.append((kind, nonlin, nl, hw))
+        for key in keys:
+            if key not in refs:
+                refs[key] = build_torch(kind, nonlin, args, nl, key[3]).to(device)
         for impl in args.impl_list:
             m = build_cell_module(cell, impl, args, nl).to(device)
-            cands.append({"cell": cell, "impl": impl, "module": m, "ref_key": key, "layers": nl,
+            cands.append({"cell": cell, "impl": impl, "module": m, "ref_keys": keys, "layers": nl,
                           "active_impl": m.active_impl})
 
     jobs = [("ref", k, m) for k, m in refs.items()] + [("cand", i, c["module"]) for i, c in enumerate(cands)]
@@ -315,7 +345,8 @@ def main(argv=None) -> list[dict]:
     print(f"timing {len(cands)} candidates and {len(refs)} torch references, {n_rounds} rounds ...", flush=True)
     for r in range(n_rounds):
         for kind, k, m in jobs:
-            tt = time_train(m, x, g, device, args.dtype)
+            hidden = (k[3] if kind == "ref" else None) or args.hidden_size
+            tt = time_train(m, x, out_grad(hidden), device, args.dtype)
             ti = None if args.no_infer else time_infer(m, x, device, args.dtype)
             if r >= args.warmup:
                 times[(kind, k)]["train"].append(tt)
@@ -328,31 +359,35 @@ def main(argv=None) -> list[dict]:
 
     mem_cache: dict[tuple, float | None] = {}
 
-    def mem(cell, impl, nl):
+    def mem(cell, impl, nl, hidden=None):
         if args.no_memory:
             return None
-        key = (cell, impl, nl) if impl != "torch-module" else (torch_reference(cell), nl)
+        key = (cell, impl, nl) if impl != "torch-module" else (torch_reference(cell), nl, hidden)
         if key not in mem_cache:
-            spec = {"cell": cell, "impl": impl, "num_layers": nl, "args": {
+            spec = {"cell": cell, "impl": impl, "num_layers": nl, "hidden": hidden, "args": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                 if k not in ("cell_list", "impl_list")}}
             if device.type == "cuda":
                 mem_cache[key] = measure_memory(spec)
             else:
                 mem_cache[key] = memory_in_subprocess(spec)
-            print(f"  memory {cell} {impl}: {mem_cache[key] / 2**20:.0f} MB", flush=True)
+            print(f"  memory {cell} {impl}{f' H={hidden}' if hidden else ''}: {mem_cache[key] / 2**20:.0f} MB",
+                  flush=True)
         return mem_cache[key]
 
     rows = []
     for i, c in enumerate(cands):
-        kind, nonlin, nl = c["ref_key"]
-        rt, ct = times[("ref", c["ref_key"])], times[("cand", i)]
-        rows.append({
-            "cell": c["cell"], "impl": c["impl"], "active_impl": c["active_impl"], "ref": ref_name(kind, nonlin, nl),
-            "train": med(ct["train"]), "ref_train": med(rt["train"]),
-            "infer": med(ct["infer"]), "ref_infer": med(rt["infer"]),
-            "mem": mem(c["cell"], c["impl"], nl), "ref_mem": mem(c["cell"], "torch-module", nl),
-        })
+        ct = times[("cand", i)]
+        for key in c["ref_keys"]:
+            kind, nonlin, nl, hidden = key
+            rt = times[("ref", key)]
+            rows.append({
+                "cell": c["cell"], "impl": c["impl"], "active_impl": c["active_impl"],
+                "ref": ref_name(kind, nonlin, nl, hidden), "ref_hidden": hidden,
+                "train": med(ct["train"]), "ref_train": med(rt["train"]),
+                "infer": med(ct["infer"]), "ref_infer": med(rt["infer"]),
+                "mem": mem(c["cell"], c["impl"], nl), "ref_mem": mem(c["cell"], "torch-module", nl, hidden),
+            })
     machine = machine_line(device)
     title = args.title or f"{args.device} {args.impls} T={T} B={B} I={args.input_size} H={args.hidden_size}"
     table = render(rows, args, machine, title)

@@ -137,12 +137,31 @@ def _ninja_on_path() -> None:
             os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
 
 
+def _import_cpp_extension_load():
+    """``torch.utils.cpp_extension.load``. Importing that module warns "No CUDA runtime is found" on every
+    machine without a GPU that has a CUDA toolkit folder (it looks for CUDA_HOME at import), in every
+    process that loads these CPU-only kernels: that one warning is silenced, the module's others are kept."""
+    import logging
+
+    class _NoCudaHomeWarning(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("No CUDA runtime is found")
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    quiet = _NoCudaHomeWarning()
+    log.addFilter(quiet)
+    try:
+        from torch.utils.cpp_extension import load
+    finally:
+        log.removeFilter(quiet)
+    return load
+
+
 def _load() -> bool:
     if _state["loaded"] is not None:
         return _state["loaded"]
     try:
-        from torch.utils.cpp_extension import load
-
+        load = _import_cpp_extension_load()
         _ninja_on_path()
         d = build_dir()
         d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,36 @@
+"""recur-attn-bench (scripts/bench_cells.py) on tiny sizes: rows, references, the markdown section."""
+
+import pytest
+
+from recur_attn.cli import bench
+
+
+@pytest.mark.parametrize("I,H", [(128, 256), (10, 7), (64, 64)])
+def test_equal_work_hidden_matches_fgr_multiply_adds(I, H):
+    h = bench.equal_work_hidden("fgr", I, H)
+    fgr = 4 * H * (I + H) + 9 * H * H  # the LSTM's input and recurrent GEMMs, plus 9 H x H gate matrices
+    lstm = lambda n: 4 * n * (I + n)  # noqa: E731
+    assert h > H
+    assert lstm(h - 1) < fgr < lstm(h + 1)  # the nearest integer hidden size
+    assert bench.equal_work_hidden("vanilla", I, H) is None  # same arithmetic as nn.LSTM: no extra row
+
+
+def test_bench_rows_and_section(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    rows = bench.main(["--cells", "fgr,gru_cho", "-T", "3", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1",
+                       "--warmup", "0", "--no-memory", "--out", str(out), "--title", "tiny"])
+    refs = [(r["cell"], r["ref"]) for r in rows]
+    hw = bench.equal_work_hidden("fgr", 4, 6)
+    assert refs == [("fgr", "nn.LSTM"), ("fgr", f"nn.LSTM H={hw} (equal multiply-adds)"), ("gru_cho", "nn.GRU")]
+    fgr_rows = [r for r in rows if r["cell"] == "fgr"]
+    assert fgr_rows[0]["train"] == fgr_rows[1]["train"]  # one candidate, two references
+    assert fgr_rows[0]["ref_train"] != fgr_rows[1]["ref_train"]
+    assert all(r["train"] > 0 and r["infer"] > 0 and r["mem"] is None for r in rows)
+    text = out.read_text()
+    assert "## Cells" in text and "### tiny" in text
+    assert f"| fgr | fused | nn.LSTM H={hw} (equal multiply-adds) |" in text
+    # a second run with the same title replaces its subsection instead of appending one
+    bench.main(["--cells", "lstm", "-T", "2", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1", "--warmup", "0",
+                "--no-memory", "--no-infer", "--out", str(out), "--title", "tiny"])
+    text = out.read_text()
+    assert text.count("### tiny") == 1 and "| fgr |" not in text and "| lstm | torch | nn.LSTM |" in text
