@@ -74,13 +74,25 @@ def test_fused_equals_reference(cell, native_mode):
 LSTM_NATIVE = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "dglstm")
 
 
+@pytest.fixture
+def two_threads():
+    """torch threads = 2 for the test (the C++ forward loop's two ways of splitting work need >= 2)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 # the C++ forward of the LSTM family fuses the recurrent GEMM with the elementwise step on panels of
-# 8 (double) / 16 (float) hidden units and tiles of up to 24 rows: H = 20 gives two full panels and a
-# partial one, B = 29 rows several tiles and a partial tile (4 gate blocks: tiles of 6 rows)
+# 8 (double) / 16 (float) hidden units and tiles of up to 24 rows: B = 29 rows give several tiles and
+# a partial tile (4 gate blocks: tiles of 6 rows). H = 20: two full panels and a partial one, rows not
+# cache-line aligned, so threads take panels at every step; H = 16: rows of 128 bytes, so each of the
+# two threads owns every other row for the whole sequence (padded rows ending at different steps)
+@pytest.mark.parametrize("H", [20, 16])
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE + ("fgr",)])
-def test_native_wide_layer_and_many_rows(cell):
+def test_native_wide_layer_and_many_rows(cell, H, two_threads):
     with native.using("on"):
-        _fused_equals_reference(cell, H=20, B=29, layers=2 if cell == "dglstm" else 1, bidirectional=False)
+        _fused_equals_reference(cell, H=H, B=29, layers=2 if cell == "dglstm" else 1, bidirectional=False)
 
 
 def _fused_equals_reference(cell, H=4, B=4, **kw):
@@ -323,17 +335,18 @@ def test_np_runs_nn_lstm_kernel_and_equals_its_reference():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("H", [40, 32])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
 @pytest.mark.parametrize("cell", LSTM_NATIVE + ("fgr", "mut3"))
-def test_float32_fused_equals_reference(cell, native_mode):
+def test_float32_fused_equals_reference(cell, native_mode, H, two_threads):
     """float32 (where the native forward runs the fused GEMM + step kernel with its vector tanh):
-    outputs, states and gradients agree
-    with the reference loop to float32 accuracy. H = 40: two 16-unit panels and a partial one;
-    B = 13: two tiles of 6 rows and a partial one."""
+    outputs, states and gradients agree with the reference loop to float32 accuracy. B = 13: two tiles
+    of 6 rows and a partial one. H = 40: two 16-unit panels and a partial one, threads taking panels;
+    H = 32: line-aligned rows, each thread owning its rows for the whole sequence."""
     torch.manual_seed(5)
     kw = dict(num_layers=2, bidirectional=True)
-    ref = Recurrent(cell, 6, 40, impl="reference", **kw)
-    fast = Recurrent(cell, 6, 40, impl="fused", **kw)
+    ref = Recurrent(cell, 6, H, impl="reference", **kw)
+    fast = Recurrent(cell, 6, H, impl="fused", **kw)
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(9, 13, 6, requires_grad=True)
     lengths = torch.tensor([9, 4, 7, 1, 9, 3, 9, 8, 2, 5, 9, 6, 7])

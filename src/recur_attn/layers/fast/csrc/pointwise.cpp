@@ -396,19 +396,20 @@ struct GateRecurrence {
   const T* packed = nullptr;
 };
 
-// One step: h_prev (b, H) rows of stride H; st as for lstm_step_impl (a holds the input projection);
+// The rows of the tile kernel: MR = 24 / G (accumulators: MR x G of the 32 vector registers)
+constexpr int tile_rows(int G) { return G == 1 ? 12 : 24 / G; }
+
+// One step for the panels [p0, p1) and the rows j, j + nj, j + 2 nj, ... below st.b (all rows: j = 0,
+// nj = 1): h_prev (b, H) rows of stride H; st as for lstm_step_impl (a holds the input projection);
 // kp: k with its per-unit weights padded to npan * L units (PaddedUnits), so that every panel reads L.
 template <typename T, int G, int G2>
-void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
-                  bool keep_act, const GateRecurrence<T>& gr) {
+void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
+                  bool keep_act, const GateRecurrence<T>& gr, int64_t p0, int64_t p1, int64_t j, int64_t nj) {
   constexpr int L = Vec<T>::L;
-  constexpr int MR = G == 1 ? 12 : 24 / G;  // accumulators: MR x G of the 32 vector registers
-  const int64_t b = st.b;
-  const int64_t npan = (H + L - 1) / L;
+  constexpr int MR = tile_rows(G);
   const int64_t K2 = G2 * H;
-  const int64_t work = b * L * (G * H + G2 * K2);  // multiply-adds of one panel
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work, 1));
-  at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) {
+  const int64_t cnt = st.b > j ? (st.b - j + nj - 1) / nj : 0;  // rows of this call
+  {
     alignas(64) T out[MR * G * L];
     alignas(64) T X[G * L + 6 * L];  // one row's gate blocks of the panel, then lstm_units' work
     alignas(64) T part[(6 + G) * L];  // a partial panel's c_prev, c, tc, h, d, below, projection
@@ -418,16 +419,18 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
       const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0);
       const T* wp = packed + p * H * G * L;
       const T* wp2 = G2 > 0 ? gr.packed + p * K2 * G2 * L : nullptr;
-      for (int64_t r0 = 0; r0 < b; r0 += MR) {
-        const int64_t m = std::min<int64_t>(MR, b - r0);
-        for (int r = 0; r < m; ++r) {
-          rows[r] = h_prev + (r0 + r) * H;
-          rows2[r] = G2 > 0 ? gr.a_prev + (r0 + r) * gr.s2 : nullptr;
+      for (int64_t i0 = 0; i0 < cnt; i0 += MR) {
+        const int64_t m = std::min<int64_t>(MR, cnt - i0);
+        for (int i = 0; i < m; ++i) {
+          const int64_t r = j + (i0 + i) * nj;
+          rows[i] = h_prev + r * H;
+          rows2[i] = G2 > 0 ? gr.a_prev + r * gr.s2 : nullptr;
         }
         gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out);
-        for (int64_t r = r0; r < r0 + m; ++r) {
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t r = j + (i0 + i) * nj;
           T* ar = st.a + r * st.sa + u0;  // the row's input projection, G blocks of stride H
-          const T* tile = out + (r - r0) * G * L;
+          const T* tile = out + i * G * L;
           T* const cn_out = st.c + r * H + u0;
           T* const tc_out = st.tc ? st.tc + r * H + u0 : nullptr;
           T* const h_out = st.h + r * H + u0;
@@ -468,6 +471,19 @@ void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
         }
       }
     }
+  }
+}
+
+// One step, all rows: threads take panels (hidden units, all gates), one parallel region
+template <typename T, int G, int G2>
+void fused_step_g(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
+                  bool keep_act, const GateRecurrence<T>& gr) {
+  constexpr int L = Vec<T>::L;
+  const int64_t npan = (H + L - 1) / L;
+  const int64_t work = st.b * L * (G * H + G2 * G2 * H);  // multiply-adds of one panel
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work, 1));
+  at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) {
+    fused_panels<T, G, G2>(kp, H, packed, h_prev, st, keep_act, gr, p0, p1, 0, 1);
   });
 }
 
@@ -492,18 +508,32 @@ struct PaddedUnits {
   }
 };
 
+// The forward loop gives each thread its own rows when it has at least this many rows a thread
+constexpr int64_t kRowsPerThread = 4;
+
+// One step of the fused kernel. nj == 0: all rows, threads take panels (fused_step_g, a parallel region
+// per step); else, on the calling thread, all panels for the rows j, j + nj, j + 2 nj, ... (the
+// row-owned form of the forward loop below).
+template <typename T, int G, int G2>
+void fused_step_dispatch(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev, const LstmStep<T>& st,
+                         bool keep_act, const GateRecurrence<T>& gr, int64_t j, int64_t nj) {
+  if (nj == 0) return fused_step_g<T, G, G2>(kp, H, packed, h_prev, st, keep_act, gr);
+  constexpr int L = Vec<T>::L;
+  fused_panels<T, G, G2>(kp, H, packed, h_prev, st, keep_act, gr, 0, (H + L - 1) / L, j, nj);
+}
+
 template <typename T>
 void fused_step(int64_t G, const LstmConsts<T>& kp, int64_t H, const T* packed, const T* h_prev,
-                const LstmStep<T>& st, bool keep_act, const GateRecurrence<T>& gr) {
+                const LstmStep<T>& st, bool keep_act, const GateRecurrence<T>& gr, int64_t j, int64_t nj) {
   if (gr.packed) {  // fgr: all four blocks, the three gates read the previous gates
     TORCH_CHECK(G == 4, "fused_step: fgr needs the four gate blocks");
-    return fused_step_g<T, 4, 3>(kp, H, packed, h_prev, st, keep_act, gr);
+    return fused_step_dispatch<T, 4, 3>(kp, H, packed, h_prev, st, keep_act, gr, j, nj);
   }
   switch (G) {
-    case 1: return fused_step_g<T, 1, 0>(kp, H, packed, h_prev, st, keep_act, gr);
-    case 2: return fused_step_g<T, 2, 0>(kp, H, packed, h_prev, st, keep_act, gr);
-    case 3: return fused_step_g<T, 3, 0>(kp, H, packed, h_prev, st, keep_act, gr);
-    default: return fused_step_g<T, 4, 0>(kp, H, packed, h_prev, st, keep_act, gr);
+    case 1: return fused_step_dispatch<T, 1, 0>(kp, H, packed, h_prev, st, keep_act, gr, j, nj);
+    case 2: return fused_step_dispatch<T, 2, 0>(kp, H, packed, h_prev, st, keep_act, gr, j, nj);
+    case 3: return fused_step_dispatch<T, 3, 0>(kp, H, packed, h_prev, st, keep_act, gr, j, nj);
+    default: return fused_step_dispatch<T, 4, 0>(kp, H, packed, h_prev, st, keep_act, gr, j, nj);
   }
 }
 
@@ -550,22 +580,26 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     constexpr int L = Vec<scalar_t>::L;
     kp = std::make_unique<PaddedUnits<scalar_t>>(k, (H + L - 1) / L * L);
   }
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t b = bs.empty() ? B : bs[t];
-    const int64_t t_in = t % tc;
-    if (t_in == 0) {  // the input projection of the next tc steps (float, double: the epilogue adds the bias)
-      const int64_t n = std::min(tc, T - t);
-      at::Tensor out = P.narrow(0, 0, n * B);
-      if constexpr (vec_type) at::mm_out(out, x2.narrow(0, t * B, n * B), wih_t);
-      else at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
-    }
-    const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
-    if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
-      std::copy(Cp + (ci * B + b) * H, Cp + (ci + 1) * B * H, Cp + (co * B + b) * H);
-    }
-    scalar_t* arow = Pp + t_in * B * nP;
-    if constexpr (vec_type) {
-      // without a backward pass (save_tc false) neither h(c) nor the activations are kept
+  // the input projection of the tc steps from t (float, double: the epilogue adds the bias)
+  auto project = [&](int64_t t) {
+    const int64_t n = std::min(tc, T - t);
+    at::Tensor out = P.narrow(0, 0, n * B);
+    if constexpr (vec_type) at::mm_out(out, x2.narrow(0, t * B, n * B), wih_t);
+    else at::addmm_out(out, bias, x2.narrow(0, t * B, n * B), wih_t);
+  };
+  if constexpr (vec_type) {
+    // Step t for the rows j, j + nj, ... (nj == 0: all rows, threads taking panels). Without a backward
+    // pass (save_tc false) neither h(c) nor the activations are kept.
+    auto step = [&](int64_t t, int64_t j, int64_t nj) {
+      const int64_t b = bs.empty() ? B : bs[t];
+      const int64_t t_in = t % tc;
+      const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
+      if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
+        const int64_t first = nj == 0 ? b : j + std::max<int64_t>(0, (b - j + nj - 1) / nj) * nj;
+        for (int64_t r = first; r < B; r += std::max<int64_t>(nj, 1))
+          std::copy(Cp + (ci * B + r) * H, Cp + (ci * B + r + 1) * H, Cp + (co * B + r) * H);
+      }
+      scalar_t* arow = Pp + t_in * B * nP;
       LstmStep<scalar_t> st{arow, Cp + ci * B * H, Cp + co * B * H,
                             TCp && save_tc ? TCp + t * B * H : nullptr, Hp + t * B * H,
                             depth ? arow + GH : nullptr, depth ? BLp + t * B * H : nullptr, b, nP, nP};
@@ -576,9 +610,39 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
         gr.s2 = t == 0 ? nGH : nP;
         gr.packed = packed_gh.data_ptr<scalar_t>();
       }
-      fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc || fgr, gr);
-      continue;
+      fused_step<scalar_t>(G, kp->k, H, packed.data_ptr<scalar_t>(), hp, st, save_tc || fgr, gr, j, nj);
+    };
+    // Rows are independent sequences: with enough rows a thread, thread j of nth owns the rows j, j + nth,
+    // ... (interleaved, so that a padded batch sorted by length gives every thread long and short rows)
+    // for every step of a projection chunk -- one parallel region a chunk, no barrier between steps, and
+    // a row's state never leaves its core. Only where every row starts a cache line (H a multiple of 16
+    // floats / 8 doubles; the buffers are 64-byte aligned), else neighbouring rows of two threads would
+    // share lines. With few rows, or unaligned ones, threads take panels at every step instead.
+    const int64_t nth = at::get_num_threads();
+    const bool by_rows = B >= kRowsPerThread * nth && (H * int64_t(sizeof(scalar_t))) % 64 == 0;
+    for (int64_t t0 = 0; t0 < T; t0 += tc) {
+      project(t0);
+      const int64_t t1 = std::min(T, t0 + tc);
+      if (by_rows) {
+        at::parallel_for(0, nth, 1, [&](int64_t j0, int64_t j1) {
+          for (int64_t t = t0; t < t1; ++t)
+            for (int64_t j = j0; j < j1; ++j) step(t, j, nth);
+        });
+      } else {
+        for (int64_t t = t0; t < t1; ++t) step(t, 0, 0);
+      }
     }
+    return;
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    const int64_t t_in = t % tc;
+    if (t_in == 0) project(t);
+    const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
+    if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
+      std::copy(Cp + (ci * B + b) * H, Cp + (ci + 1) * B * H, Cp + (co * B + b) * H);
+    }
+    scalar_t* arow = Pp + t_in * B * nP;
     at::Tensor a = P3.select(0, t_in).narrow(0, 0, b).narrow(1, 0, GH);  // (b, GH)
     a.addmm_(h_prev.narrow(0, 0, b), whh_t);
     if (fgr) {
