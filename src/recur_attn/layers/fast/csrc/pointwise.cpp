@@ -67,7 +67,7 @@ void tanh_(acc_t* x, int64_t n) {
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-inline v16f tanh_v16(v16f a) {
+__attribute__((always_inline)) inline v16f tanh_v16(v16f a) {
   const float c = 7.90531110763549805f;
   v16f x = a < -c ? -c : a;
   x = x > c ? c : x;
@@ -250,7 +250,7 @@ inline v16f sigmoid_v16(v16f x) { return 0.5f + 0.5f * tanh_v16(0.5f * x); }
 // lstm_units for 16 float units held in vector registers (the fused kernel's full panels): X[q] the
 // gate pre-activations of block q (present ones, order o, i, f, g), activations on return; the row
 // pointers point at unit u0, with 16 valid values each.
-inline void lstm_units_v16(const LstmConsts<float>& k, v16f* X, int64_t u0, const float* c_prev, float* c,
+__attribute__((always_inline)) inline void lstm_units_v16(const LstmConsts<float>& k, v16f* X, int64_t u0, const float* c_prev, float* c,
                            float* tc, float* h, float* d, const float* below) {
   int q = 0;
   const int qo = k.og ? q++ : -1, qi = k.ig ? q++ : -1, qf = k.fg ? q++ : -1, qg = q;
@@ -425,6 +425,12 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
           const int64_t r = j + (i0 + i) * nj;
           rows[i] = h_prev + r * H;
           rows2[i] = G2 > 0 ? gr.a_prev + r * gr.s2 : nullptr;
+        }
+        for (int i = 0; i < m; ++i) {  // the epilogue's operands (strided rows), fetched while the k loop runs
+          const int64_t r = j + (i0 + i) * nj;
+          for (int q = 0; q < G; ++q) __builtin_prefetch(st.a + r * st.sa + u0 + q * H, 1, 3);
+          __builtin_prefetch(st.c_prev + r * H + u0, 0, 3);
+          if (st.d) __builtin_prefetch(st.d + r * st.sd + u0, 1, 3), __builtin_prefetch(st.below + r * H + u0, 0, 3);
         }
         gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out);
         for (int64_t i = 0; i < m; ++i) {
