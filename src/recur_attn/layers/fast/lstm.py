@@ -6,7 +6,9 @@ time steps. The equations are those of :mod:`recur_attn.cells.lstm` and
 computed:
 
 * the caller does the input projection of all steps as one GEMM (``xw``,
-  biases ``b_ih + b_hh`` folded in) and hands the kernel the recurrent part;
+  biases ``b_ih + b_hh`` folded in) and hands the kernel the recurrent part
+  (the C++ loop of native.py does that GEMM itself, without the biases, which
+  its fused step adds);
 * one fused recurrent GEMM per step, ``addmm(xw_t, h_{t-1}, W_hh^T)``, written
   straight into a preallocated (T, B, G*H) buffer of gate activations;
 * gate blocks are kept in the internal order (o, i, f, g) -- present ones

@@ -17,9 +17,9 @@
 //   depth gate (Yao et al. 2015): d (b, H) in: its input projection, out: the gate;
 //   below (b, H): the layer below's cell; w_cd, w_ld (H): its weights.
 //
-// The forward of the LSTM family (float, double; not fgr) goes further: fused_step below computes the
-// recurrent GEMM itself, panel by panel of hidden units, and runs this elementwise part on each tile
-// while it is in registers (see "the recurrent GEMM fused with the elementwise step").
+// The forward of the LSTM family (float, double; every cell, fgr included) goes further: fused_step below
+// computes the recurrent GEMM itself, panel by panel of hidden units, and runs this elementwise part on
+// each tile while it is in registers (see "the recurrent GEMM fused with the elementwise step").
 //
 // Compiled on first use by ../native.py (torch.utils.cpp_extension, -O3 -ffast-math so that
 // tanh vectorises through glibc's libmvec; -fopenmp, without which at::parallel_for runs
@@ -409,71 +409,69 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
   constexpr int MR = tile_rows(G);
   const int64_t K2 = G2 * H;
   const int64_t cnt = st.b > j ? (st.b - j + nj - 1) / nj : 0;  // rows of this call
-  {
-    alignas(64) T out[MR * G * L];
-    alignas(64) T X[G * L + 6 * L];  // one row's gate blocks of the panel, then lstm_units' work
-    alignas(64) T part[(6 + G) * L];  // a partial panel's c_prev, c, tc, h, d, below, projection
-    const T* rows[MR];
-    const T* rows2[MR];
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0);
-      const T* wp = packed + p * H * G * L;
-      const T* wp2 = G2 > 0 ? gr.packed + p * K2 * G2 * L : nullptr;
-      for (int64_t i0 = 0; i0 < cnt; i0 += MR) {
-        const int64_t m = std::min<int64_t>(MR, cnt - i0);
-        for (int i = 0; i < m; ++i) {
-          const int64_t r = j + (i0 + i) * nj;
-          rows[i] = h_prev + r * H;
-          rows2[i] = G2 > 0 ? gr.a_prev + r * gr.s2 : nullptr;
+  alignas(64) T out[MR * G * L];
+  alignas(64) T X[G * L + 6 * L];  // one row's gate blocks of the panel, then lstm_units' work
+  alignas(64) T part[(6 + G) * L];  // a partial panel's c_prev, c, tc, h, d, below, projection
+  const T* rows[MR];
+  const T* rows2[MR];
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0);
+    const T* wp = packed + p * H * G * L;
+    const T* wp2 = G2 > 0 ? gr.packed + p * K2 * G2 * L : nullptr;
+    for (int64_t i0 = 0; i0 < cnt; i0 += MR) {
+      const int64_t m = std::min<int64_t>(MR, cnt - i0);
+      for (int i = 0; i < m; ++i) {
+        const int64_t r = j + (i0 + i) * nj;
+        rows[i] = h_prev + r * H;
+        rows2[i] = G2 > 0 ? gr.a_prev + r * gr.s2 : nullptr;
+      }
+      for (int i = 0; i < m; ++i) {  // the epilogue's operands (strided rows), fetched while the k loop runs
+        const int64_t r = j + (i0 + i) * nj;
+        for (int q = 0; q < G; ++q) __builtin_prefetch(st.a + r * st.sa + u0 + q * H, 1, 3);
+        __builtin_prefetch(st.c_prev + r * H + u0, 0, 3);
+        if (st.d) __builtin_prefetch(st.d + r * st.sd + u0, 1, 3), __builtin_prefetch(st.below + r * H + u0, 0, 3);
+      }
+      gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out);
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = j + (i0 + i) * nj;
+        T* ar = st.a + r * st.sa + u0;  // the row's input projection, G blocks of stride H
+        const T* tile = out + i * G * L;
+        T* const cn_out = st.c + r * H + u0;
+        T* const tc_out = st.tc ? st.tc + r * H + u0 : nullptr;
+        T* const h_out = st.h + r * H + u0;
+        T* const d_out = st.d ? st.d + r * st.sd + u0 : nullptr;
+        const T* cp = st.c_prev + r * H + u0;
+        const T* bl = st.d ? st.below + r * H + u0 : nullptr;
+        const T* gin = ar;
+        int64_t gs = H;
+        T *cn = cn_out, *tc = tc_out, *hh = h_out, *d = d_out;
+        if (U < L) {  // the last panel of an H that is not a multiple of L: zero-padded copies in `part`
+          std::fill(part, part + (6 + G) * L, T(0));
+          std::copy(cp, cp + U, part);
+          if (d) std::copy(d, d + U, part + 4 * L), std::copy(bl, bl + U, part + 5 * L);
+          for (int q = 0; q < G; ++q) std::copy(ar + q * H, ar + q * H + U, part + (6 + q) * L);
+          cp = part, cn = part + L, tc = tc ? part + 2 * L : nullptr, hh = part + 3 * L;
+          d = d ? part + 4 * L : nullptr, bl = bl ? part + 5 * L : nullptr;
+          gin = part + 6 * L, gs = L;
         }
-        for (int i = 0; i < m; ++i) {  // the epilogue's operands (strided rows), fetched while the k loop runs
-          const int64_t r = j + (i0 + i) * nj;
-          for (int q = 0; q < G; ++q) __builtin_prefetch(st.a + r * st.sa + u0 + q * H, 1, 3);
-          __builtin_prefetch(st.c_prev + r * H + u0, 0, 3);
-          if (st.d) __builtin_prefetch(st.d + r * st.sd + u0, 1, 3), __builtin_prefetch(st.below + r * H + u0, 0, 3);
+        if constexpr (std::is_same<T, float>::value) {  // in vector registers
+          v16f V[G];
+          for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(gin + q * gs);
+          lstm_units_v16(kp, V, u0, cp, cn, tc, hh, d, bl);
+          if (keep_act)
+            for (int q = 0; q < G; ++q) st16(X + q * L, V[q]);
+        } else {
+          for (int q = 0; q < G; ++q)
+            for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + gin[q * gs + j];
+          lstm_units<T, T>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
         }
-        gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out);
-        for (int64_t i = 0; i < m; ++i) {
-          const int64_t r = j + (i0 + i) * nj;
-          T* ar = st.a + r * st.sa + u0;  // the row's input projection, G blocks of stride H
-          const T* tile = out + i * G * L;
-          T* const cn_out = st.c + r * H + u0;
-          T* const tc_out = st.tc ? st.tc + r * H + u0 : nullptr;
-          T* const h_out = st.h + r * H + u0;
-          T* const d_out = st.d ? st.d + r * st.sd + u0 : nullptr;
-          const T* cp = st.c_prev + r * H + u0;
-          const T* bl = st.d ? st.below + r * H + u0 : nullptr;
-          const T* gin = ar;
-          int64_t gs = H;
-          T *cn = cn_out, *tc = tc_out, *hh = h_out, *d = d_out;
-          if (U < L) {  // the last panel of an H that is not a multiple of L: zero-padded copies in `part`
-            std::fill(part, part + (6 + G) * L, T(0));
-            std::copy(cp, cp + U, part);
-            if (d) std::copy(d, d + U, part + 4 * L), std::copy(bl, bl + U, part + 5 * L);
-            for (int q = 0; q < G; ++q) std::copy(ar + q * H, ar + q * H + U, part + (6 + q) * L);
-            cp = part, cn = part + L, tc = tc ? part + 2 * L : nullptr, hh = part + 3 * L;
-            d = d ? part + 4 * L : nullptr, bl = bl ? part + 5 * L : nullptr;
-            gin = part + 6 * L, gs = L;
-          }
-          if constexpr (std::is_same<T, float>::value) {  // in vector registers
-            v16f V[G];
-            for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(gin + q * gs);
-            lstm_units_v16(kp, V, u0, cp, cn, tc, hh, d, bl);
-            if (keep_act)
-              for (int q = 0; q < G; ++q) st16(X + q * L, V[q]);
-          } else {
-            for (int q = 0; q < G; ++q)
-              for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + gin[q * gs + j];
-            lstm_units<T, T>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
-          }
-          if (keep_act)  // the activations, for the backward pass (and fgr's next step)
-            for (int q = 0; q < G; ++q) std::copy(X + q * L, X + q * L + U, ar + q * H);
-          if (U < L) {
-            std::copy(cn, cn + U, cn_out);
-            if (tc) std::copy(tc, tc + U, tc_out);
-            std::copy(hh, hh + U, h_out);
-            if (d) std::copy(d, d + U, d_out);
-          }
+        if (keep_act)  // the activations, for the backward pass (and fgr's next step)
+          for (int q = 0; q < G; ++q) std::copy(X + q * L, X + q * L + U, ar + q * H);
+        if (U < L) {
+          std::copy(cn, cn + U, cn_out);
+          if (tc) std::copy(tc, tc + U, tc_out);
+          std::copy(hh, hh + U, h_out);
+          if (d) std::copy(d, d + U, d_out);
         }
       }
     }
@@ -586,6 +584,12 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     constexpr int L = Vec<scalar_t>::L;
     kp = std::make_unique<PaddedUnits<scalar_t>>(k, (H + L - 1) / L * L);
   }
+  // rows that ended before step t keep their cell in the alternating buffer (ci -> co): those of the
+  // rows j, j + nj, ... at or past b
+  auto keep_ended_cells = [&](int64_t ci, int64_t co, int64_t b, int64_t j, int64_t nj) {
+    for (int64_t r = j + (b - j + nj - 1) / nj * nj; r < B; r += nj)
+      std::copy(Cp + (ci * B + r) * H, Cp + (ci * B + r + 1) * H, Cp + (co * B + r) * H);
+  };
   // the input projection of the tc steps from t (float, double: the epilogue adds the bias)
   auto project = [&](int64_t t) {
     const int64_t n = std::min(tc, T - t);
@@ -600,11 +604,7 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
       const int64_t b = bs.empty() ? B : bs[t];
       const int64_t t_in = t % tc;
       const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
-      if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
-        const int64_t first = nj == 0 ? b : j + std::max<int64_t>(0, (b - j + nj - 1) / nj) * nj;
-        for (int64_t r = first; r < B; r += std::max<int64_t>(nj, 1))
-          std::copy(Cp + (ci * B + r) * H, Cp + (ci * B + r + 1) * H, Cp + (co * B + r) * H);
-      }
+      if (!keep_c && b < B) keep_ended_cells(ci, co, b, nj == 0 ? 0 : j, std::max<int64_t>(nj, 1));
       scalar_t* arow = Pp + t_in * B * nP;
       LstmStep<scalar_t> st{arow, Cp + ci * B * H, Cp + co * B * H,
                             TCp && save_tc ? TCp + t * B * H : nullptr, Hp + t * B * H,
@@ -645,9 +645,7 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     const int64_t t_in = t % tc;
     if (t_in == 0) project(t);
     const int64_t ci = keep_c ? t : t % 2, co = keep_c ? t + 1 : (t + 1) % 2;
-    if (!keep_c && b < B) {  // rows that ended keep their cell in the alternating buffer
-      std::copy(Cp + (ci * B + b) * H, Cp + (ci + 1) * B * H, Cp + (co * B + b) * H);
-    }
+    if (!keep_c && b < B) keep_ended_cells(ci, co, b, 0, 1);
     scalar_t* arow = Pp + t_in * B * nP;
     at::Tensor a = P3.select(0, t_in).narrow(0, 0, b).narrow(1, 0, GH);  // (b, GH)
     a.addmm_(h_prev.narrow(0, 0, b), whh_t);
