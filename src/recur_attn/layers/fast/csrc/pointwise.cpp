@@ -343,6 +343,7 @@ __attribute__((always_inline)) inline void accumulate(typename Vec<T>::type (&ac
   const T* hr[MR];
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r) hr[r] = rows[r];
+#pragma GCC unroll 4  // a few percent faster than one k an iteration (A/B in one process, both splits)
   for (int64_t kk = 0; kk < K; ++kk) {
     V w[NB];
 #pragma GCC unroll 4
