@@ -17,7 +17,7 @@ def test_equal_work_hidden_matches_fgr_multiply_adds(I, H):
 
 def test_bench_rows_and_section(tmp_path):
     out = tmp_path / "benchmarks.md"
-    rows = bench.main(["--cells", "fgr,gru_cho", "-T", "3", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1",
+    rows = bench.run(["--cells", "fgr,gru_cho", "-T", "3", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1",
                        "--warmup", "0", "--no-memory", "--out", str(out), "--title", "tiny"])
     refs = [(r["cell"], r["ref"]) for r in rows]
     hw = bench.equal_work_hidden("fgr", 4, 6)
@@ -30,7 +30,22 @@ def test_bench_rows_and_section(tmp_path):
     assert "## Cells" in text and "### tiny" in text
     assert f"| fgr | fused | nn.LSTM H={hw} (equal multiply-adds) |" in text
     # a second run with the same title replaces its subsection instead of appending one
-    bench.main(["--cells", "lstm", "-T", "2", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1", "--warmup", "0",
+    bench.run(["--cells", "lstm", "-T", "2", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1", "--warmup", "0",
                 "--no-memory", "--no-infer", "--out", str(out), "--title", "tiny"])
     text = out.read_text()
     assert text.count("### tiny") == 1 and "| fgr |" not in text and "| lstm | torch | nn.LSTM |" in text
+
+
+def test_console_script_exits_zero(tmp_path):
+    """The installed ``recur-attn-bench`` runs ``sys.exit(main())``: main must return None (a returned
+    list of rows would be printed to stderr with exit status 1 after a successful run)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "import sys; from recur_attn.cli.bench import main; sys.exit(main())",
+           "--cells", "gru_cho", "-T", "2", "-B", "2", "-I", "3", "-H", "4", "--repeats", "1", "--warmup", "0",
+           "--no-memory", "--no-infer", "--out", "-"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "| gru_cho | fused | nn.GRU |" in res.stdout
+    assert "'cell'" not in res.stderr

@@ -303,7 +303,8 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> list[dict]:
+def run(argv=None) -> list[dict]:
+    """Time, print and write the table; returns its rows."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -398,6 +399,12 @@ def main(argv=None) -> list[dict]:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return rows
+
+
+def main(argv=None) -> None:
+    """The console script: returns None, so that its exit status is 0 (a console script exits with
+    ``sys.exit(main())``, and a returned list would print it and exit with status 1)."""
+    run(argv)
 
 
 if __name__ == "__main__":
