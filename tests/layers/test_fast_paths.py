@@ -16,7 +16,7 @@ import torch
 from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
 from recur_attn.layers.fast import FUSED_CELLS, forward_fused, native, reusable_backward
-from recur_attn.layers.fast import lstm as fast_lstm
+from recur_attn.layers.fast import common as fast_common
 from recur_attn.layers.recurrent import TORCH_FUSED
 
 ALL = sorted(CELLS)
@@ -274,16 +274,18 @@ def test_stale_native_builds_are_pruned(tmp_path):
 
 @pytest.mark.parametrize("chunk", [1, 3])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
-@pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "niaf", "dglstm"])
+@pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "niaf", "dglstm", "gru_cho", "mut1", "mut2"])
 def test_chunked_inference_projection(cell, native_mode, chunk, monkeypatch):
     """Inference computes the input projection in chunks of steps (a reused buffer): chunks of 1 and 3
-    steps over T=7 (a partial last chunk), padded, 2 layers, both directions, equal the reference."""
+    steps over T=7 (a partial last chunk), padded, 2 layers, both directions, equal the reference.
+    (MUT1/MUT2 here project their identity block: I = 5 and 8 != H = 4.)"""
     ref, fast = make_pair(cell)
     x = torch.randn(7, 4, 5, dtype=torch.float64)
     lengths = torch.tensor([4, 7, 2, 7])
     state = random_state(ref, 4)
-    nP = (5 if cell == "dglstm" else 4) * 4 if cell not in ("nig", "cifg") else 3 * 4
-    monkeypatch.setattr(fast_lstm, "_CHUNK_ELEMS", 4 * nP * chunk)
+    nP = (5 if cell == "dglstm" else 4) * 4 if cell not in ("nig", "cifg", "gru_cho", "mut1", "mut2") else 3 * 4
+    monkeypatch.setattr(fast_common, "CHUNK_ELEMS", 4 * nP * chunk)
+    assert fast_common.chunk_steps(7, 4, nP) == chunk
     with native.using(native_mode), torch.no_grad():
         o1, s1 = ref(x, state, lengths=lengths)
         o2, s2 = fast(x, state, lengths=lengths)
@@ -394,3 +396,24 @@ def test_loading_the_kernels_does_not_warn_about_cuda():
     assert "No CUDA runtime is found" not in res.stderr
     assert "still shown" in res.stderr
     assert not logging.getLogger("torch.utils.cpp_extension").filters  # the filter was taken off again
+
+
+@pytest.mark.parametrize("cell", ["mut1", "mut2", "mut3", "gru_cho"])
+def test_gru_family_input_size_equal_to_hidden(cell):
+    """I == H: MUT1 and MUT2 feed one block with x itself (tanh(x) in MUT1), not a projection of it; the
+    fused input projection must build it the same way (training and the chunked no-grad pass)."""
+    ref, fast = make_pair(cell, I=4, H=4, layers=2, bidirectional=False)  # layer 2 also reads I == H
+    torch.manual_seed(3)
+    x = torch.randn(6, 5, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 2, 5, 6, 1])
+    state = tuple(s.requires_grad_() for s in random_state(ref, 5))
+    o1, s1, g1 = run(ref, x, state, lengths)
+    o2, s2, g2 = run(fast, x, state, lengths)
+    assert fast.active_impl == "fused"
+    torch.testing.assert_close(o2, o1, rtol=1e-9, atol=1e-10)
+    for a, b in zip(s2 + g2, s1 + g1):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
+    with torch.no_grad():
+        o3, s3 = fast(x, state, lengths=lengths)
+    torch.testing.assert_close(o3, o1, rtol=1e-9, atol=1e-10)
+

@@ -10,6 +10,15 @@ from torch import Tensor
 
 _KEEP_BUFFERS = [0]
 
+#: elements of the chunked input-projection buffer of an inference pass (4 MB of floats): a whole
+#: (T*B, G*H) buffer costs page faults on every call that are a sizeable part of an inference pass on CPU
+CHUNK_ELEMS = 1 << 20
+
+
+def chunk_steps(T: int, B: int, width: int) -> int:
+    """Steps per chunk of an inference pass's input projection ((chunk*B, width) elements, at least one step)."""
+    return max(1, min(T, CHUNK_ELEMS // max(1, B * width)))
+
 
 @contextlib.contextmanager
 def reusable_backward() -> Iterator[None]:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn.functional import linear
 
 from ...cells import ClockworkCell, DepthGatedLSTMCell, ElmanCell, GRUCell, LSTMCell, MUTCell, RecurrentCell
-from .gru import GRUAfterSequence, GRUBeforeConfig, GRUBeforeSequence, gru_after_forward, gru_before_forward
+from .gru import (GRUAfterSequence, GRUBeforeConfig, GRUBeforeProjection, GRUBeforeSequence, gru_after_forward,
+                  gru_before_infer)
 from .lstm import LSTMConfig, LSTMSequence, lstm_forward, lstm_outputs
 from .rnn import ElmanSequence, elman_forward, tick_units
 
@@ -139,18 +139,14 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
                 out = gru_after_forward(bs, *args, save=False)["H"]
                 hT = _final(out, lengths)
         return out, (hT,), None
+    dt = _compute_dtype(inp)
     if isinstance(cell, GRUCell):  # Cho's form
-        xw = linear(inp, p["weight_ih"])
-        xw = xw + (p["bias_ih"] + p["bias_hh"]).to(xw.dtype)  # a fresh tensor, not a view
+        proj = GRUBeforeProjection(H, p["weight_ih"], p["bias_ih"] + p["bias_hh"])
         w1, wz, wn = p["weight_hh"][: 2 * H], None, p["weight_hh"][2 * H:]
         cfg = GRUBeforeConfig(H, "h", keep_z=True)
     else:
+        proj = _mut_projection(cell, p)
         W = dict(zip(cell.hh_blocks, p["weight_hh"].split(H, dim=0)))
-        b = dict(zip(cell.hh_blocks, p["bias_hh"].split(H, dim=0)))
-        zero = p["bias_hh"].new_zeros(H)
-        fold = torch.cat([b.get("r", zero), b.get("z", zero), b["n"]])
-        xw = cell.input_projection(p, inp)
-        xw = xw + fold.to(xw.dtype)  # (T, B, 3H) [r, z, n], every bias in
         wn = W["n"]
         if cell.name == "mut1":
             w1, wz, zf = W["r"], None, "none"
@@ -159,15 +155,40 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
         else:
             w1, wz, zf = W["r"], W["z"], "tanh_h"
         cfg = GRUBeforeConfig(H, zf, keep_z=False)
-    dt = xw.dtype
+    proj.weight, proj.bias, proj.post_bias = _cast(proj.weight, dt), _cast(proj.bias, dt), _cast(proj.post_bias, dt)
+    inp = _cast(inp, dt)
     w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)
     with torch.autocast(dev.type, enabled=False):
         if grad:
+            xw = proj(inp.reshape(-1, inp.shape[-1]))  # (T*B, 3H), a fresh tensor
             out, hT, _ = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0)
         else:
-            out = gru_before_forward(cfg, bs, xw, w1, wz, wn, h0, save=False)["H"]
+            out = gru_before_infer(cfg, bs, proj, inp, w1, wz, wn, h0)
             hT = _final(out, lengths)
     return out, (hT,), None
+
+
+def _mut_projection(cell: MUTCell, p) -> GRUBeforeProjection:
+    """MUT1-3's input projection (cell.input_projection plus b_hh) as one GEMM in [r, z, n] order."""
+    H = cell.hidden_size
+    wih, bih = p["weight_ih"].split(H, dim=0), p["bias_ih"].split(H, dim=0)
+    bhh = dict(zip(cell.hh_blocks, p["bias_hh"].split(H, dim=0)))
+    ident, tanh_ident = cell.identity_block, cell.name == "mut1"
+    rows, biases = [], []
+    for blk in ("r", "z", "n"):
+        if blk in cell.ih_blocks:
+            k = cell.ih_blocks.index(blk)
+        elif blk == ident and cell.projected:
+            k = len(cell.ih_blocks)  # the identity block's projection follows the others
+        else:
+            continue  # x itself (I == H)
+        rows.append(wih[k])
+        b = bih[k]
+        if blk in bhh and not (blk == ident and tanh_ident):  # MUT1's b_hh_n is added after the tanh
+            b = b + bhh[blk]
+        biases.append(b)
+    post = bhh.get(ident) if ident is not None else None
+    return GRUBeforeProjection(H, torch.cat(rows), torch.cat(biases), ident, cell.projected, tanh_ident, post)
 
 
 def _final(out: Tensor, lengths: Tensor | None) -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor
 from . import native
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
-from .common import stash, take, tanh_, tanh_out
+from .common import chunk_steps, stash, take, tanh_, tanh_out
 
 
 # ============================================================ nn.GRU's form
@@ -141,9 +141,49 @@ class GRUBeforeConfig:
     keep_z: bool  # True: h = n + z (h_prev - n) (GRU); False: h = h_prev + z (n - h_prev) (MUT)
 
 
-def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool):
+@dataclass
+class GRUBeforeProjection:
+    """The input projection of the reset-before family in the kernel's [r, z, n] order, every bias folded in.
+
+    ``weight`` (k*H, I) and ``bias`` (k*H,): the blocks that are linear in x, in [r, z, n] order, so
+    that they come out of one GEMM (``addmm``, no split, concatenation or second bias pass over a
+    (T*B, 3H) tensor). MUT1 and MUT2 feed one block with x itself (``identity``: "n" through tanh in
+    MUT1, "r" in MUT2), projected to H units when I != H (then linear too, and MUT1's tanh acts on
+    it in place, before its ``post_bias``, b_hh of that block).
+    """
+
+    H: int
+    weight: Tensor
+    bias: Tensor
+    identity: str | None = None  # the block fed by x (None: every block comes out of the GEMM)
+    projected: bool = True  # the identity block is a projection of x (I != H)
+    tanh_identity: bool = False  # MUT1: the identity block goes through tanh
+    post_bias: Tensor | None = None  # b_hh of the identity block, added after the tanh
+
+    def __call__(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """x (N, I) -> (N, 3H), a fresh tensor (the kernel works in it in place). ``out``: a (N, 3H)
+        buffer to fill (inference only: in-place ops)."""
+        H = self.H
+        if self.identity is None or self.projected:
+            P = torch.addmm(self.bias, x, self.weight.t(), out=out) if out is not None else \
+                torch.addmm(self.bias, x, self.weight.t())
+            if self.tanh_identity:  # MUT1's n = tanh(W_n x + b_ih_n) + b_hh_n
+                n = P[..., 2 * H:]
+                if out is not None:
+                    n.tanh_().add_(self.post_bias)
+                else:  # tanh keeps its own output for autograd; P is the GEMM's, free to overwrite
+                    n.copy_(torch.tanh(n) + self.post_bias)
+            return P
+        lin = torch.addmm(self.bias, x, self.weight.t())  # the two linear blocks
+        ident = (torch.tanh(x) if self.tanh_identity else x) + self.post_bias
+        parts = [ident, lin] if self.identity == "r" else [lin, ident]  # MUT2: r; MUT1: n
+        return torch.cat(parts, dim=-1) if out is None else torch.cat(parts, dim=-1, out=out)
+
+
+def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool, out: Tensor | None = None):
     """xw (T, B, 3H) [r, z, n] with every bias folded in. w1 (H or 2H, H): the recurrent rows of r
-    (and z when z_from == "h"); wz (H, H) for z_from == "tanh_h"; wn (H, H) acting on r * h."""
+    (and z when z_from == "h"); wz (H, H) for z_from == "tanh_h"; wn (H, H) acting on r * h.
+    ``out``: a (T, B, H) buffer for the outputs (zeros past each row's end when bs is given)."""
     T, B, H3 = xw.shape
     H = cfg.H
     dev, dt = xw.device, xw.dtype
@@ -153,7 +193,7 @@ def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool)
     TH = None
     if cfg.z_from == "tanh_h":
         TH = alloc(T, B, H, device=dev, dtype=dt) if save else torch.empty(B, H, device=dev, dtype=dt)
-    Hout = alloc(T, B, H, device=dev, dtype=dt)
+    Hout = alloc(T, B, H, device=dev, dtype=dt) if out is None else out
     w1_t, wn_t = w1.t(), wn.t()
     wz_t = None if wz is None else wz.t()
     k1 = w1.shape[0]  # H or 2H
@@ -187,16 +227,40 @@ def gru_before_forward(cfg: GRUBeforeConfig, bs, xw, w1, wz, wn, h0, save: bool)
     return {"A": A, "RH": RH, "TH": TH, "H": Hout, "h0": h0}
 
 
+def gru_before_infer(cfg: GRUBeforeConfig, bs, project: GRUBeforeProjection, inp, w1, wz, wn, h0) -> Tensor:
+    """The no-grad forward: the input projection runs in chunks of steps into one reused buffer (a whole
+    (T*B, 3H) projection costs page faults on every call that are a sizeable part of an inference pass
+    on CPU), each chunk's steps right after it. inp (T, B, I) -> outputs (T, B, H)."""
+    T, B = inp.shape[0], inp.shape[1]
+    H = cfg.H
+    dev, dt = inp.device, inp.dtype
+    tc = chunk_steps(T, B, 3 * H)
+    x2 = inp.reshape(T * B, -1)
+    Hout = (torch.zeros if bs is not None else torch.empty)(T, B, H, device=dev, dtype=dt)
+    buf = torch.empty(tc * B, 3 * H, device=dev, dtype=dt)
+    h_prev = h0
+    for t0 in range(0, T, tc):
+        n = min(tc, T - t0)
+        xw = project(x2[t0 * B:(t0 + n) * B], out=buf[:n * B]).view(n, B, 3 * H)
+        gru_before_forward(cfg, None if bs is None else bs[t0:t0 + n], xw, w1, wz, wn, h_prev, save=False,
+                           out=Hout[t0:t0 + n])
+        h_prev = Hout[t0 + n - 1]
+    return Hout
+
+
 class GRUBeforeSequence(torch.autograd.Function):
     """gru_cho / MUT1-3 recurrence over a whole sequence; hand-written backward."""
 
     @staticmethod
     def forward(ctx, cfg, bs, lengths, xw, w1, wz, wn, h0):
-        res = gru_before_forward(cfg, bs, xw, w1, wz, wn, h0, save=True)
+        # xw (T, B, 3H), or (T*B, 3H) with h0 (B, H): the (fresh) input projection, which autograd does not
+        # let a Function returning several tensors modify in place when it is a view
+        res = gru_before_forward(cfg, bs, xw.view(-1, h0.shape[0], xw.shape[-1]), w1, wz, wn, h0, save=True)
         ctx.cfg, ctx.bs, ctx.lengths = cfg, bs, lengths
         stash(ctx, res)
         ctx.save_for_backward(w1, wz, wn)
         ctx.mark_dirty(xw)  # used in place as the gate buffer; returned last (callers drop it)
+        ctx.xw_shape = xw.shape
         return res["H"], _finals(res["H"], lengths), xw
 
     @staticmethod
@@ -261,4 +325,4 @@ class GRUBeforeSequence(torch.autograd.Function):
         if cfg.z_from == "tanh_h":
             dwz = torch.mm(flatA[:, H:2 * H].t(), TH.reshape(-1, H))
         dwn = torch.mm(flatA[:, 2 * H:].t(), RH.reshape(-1, H))
-        return None, None, None, dxw, dw1, dwz, dwn, dh0
+        return None, None, None, dxw.view(ctx.xw_shape), dw1, dwz, dwn, dh0

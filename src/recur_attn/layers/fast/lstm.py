@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .common import from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
+from .common import chunk_steps, from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,6 @@ class LSTMConfig:
         return int(self.input_gate) + int(self.forget_gate) if self.peepholes else 0
 
 
-#: elements of the chunked input-projection buffer of an inference pass (4 MB of floats)
-_CHUNK_ELEMS = 1 << 20
-
-
 def _rows(buf: Tensor, t: int, b: int) -> Tensor:
     return buf[t] if b == buf.shape[1] else buf[t, :b]
 
@@ -116,7 +112,7 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
     # buffer costs page faults on every call that are a sizeable part of an inference pass on CPU
     x2 = inp.reshape(T * B, -1)
     nP = wih.shape[0]
-    tc = T if (save or cfg.fgr) else max(1, min(T, _CHUNK_ELEMS // max(1, B * nP)))
+    tc = T if (save or cfg.fgr) else chunk_steps(T, B, nP)
     if tc == T and not use_native:
         P = torch.addmm(bias, x2, wih.t())  # (T*B, G*H [+ H])
     else:  # the C++ loop fills it (all steps at once when tc == T; in float32/64 without the bias,
