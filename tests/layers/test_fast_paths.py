@@ -17,7 +17,7 @@ from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
 from recur_attn.layers.fast import FUSED_CELLS, forward_fused, native, reusable_backward
 from recur_attn.layers.fast import common as fast_common
-from recur_attn.layers.recurrent import TORCH_FUSED
+from recur_attn.layers.recurrent import CPU_FUSED_FIRST, TORCH_FUSED
 
 ALL = sorted(CELLS)
 
@@ -93,6 +93,34 @@ def two_threads():
 def test_native_wide_layer_and_many_rows(cell, H, two_threads):
     with native.using("on"):
         _fused_equals_reference(cell, H=H, B=29, layers=2 if cell == "dglstm" else 1, bidirectional=False)
+
+
+# the Elman cells' and clockwork's C++ loops (forward and backward) fuse the recurrent GEMM the same way (tiles of
+# 12 rows, one block): H = 20 splits panels between threads, H = 16 gives each thread its rows; clockwork's
+# ticking prefix ends inside a panel (modules of 5 and 4 units: 2 or 4 modules)
+@pytest.mark.parametrize("cell,H,modules", [
+    pytest.param(*c, marks=NO_CXX) for c in (("clockwork", 20, 4), ("clockwork", 16, 4), ("clockwork", 20, 2),
+                                             ("rnn_tanh", 20, 0), ("rnn_tanh", 16, 0), ("rnn_relu", 20, 0),
+                                             ("rnn_relu", 16, 0))])
+def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
+    kw = {"num_modules": modules} if modules else {}
+    with native.using("on"):
+        _fused_equals_reference(cell, H=H, B=29, layers=1, bidirectional=False, **kw)
+
+
+@pytest.mark.parametrize("native_mode", NATIVE_MODES)
+def test_nan_propagates_through_the_fused_relu_rnn(native_mode):
+    """relu keeps NaN (as torch.relu), also in the C++ loop built with -ffast-math."""
+    ref = Recurrent("rnn_relu", 3, 4, impl="reference")
+    fast = Recurrent("rnn_relu", 3, 4, impl="fused")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 2, 3)
+    x[2, 1, 0] = float("nan")
+    with native.using(native_mode):
+        o1, _ = ref(x)
+        o2, _ = fast(x)
+    assert torch.equal(o1.isnan(), o2.isnan()) and o2[2:, 1].isnan().all()
+    torch.testing.assert_close(o2.nan_to_num(), o1.nan_to_num())
 
 
 def _fused_equals_reference(cell, H=4, B=4, **kw):
@@ -179,7 +207,7 @@ def test_auto_runs_the_fused_kernel(cell, monkeypatch):
     monkeypatch.setattr(m, "_forward_reference", no_reference)
     monkeypatch.setattr(rec_mod, "forward_fused", counting)
     m(torch.randn(5, 2, 3))
-    if cell in TORCH_FUSED:
+    if cell in TORCH_FUSED and not (cell in CPU_FUSED_FIRST and native.state() == "on"):
         assert m.active_impl == "torch" and calls["fused"] == 0
     else:
         assert m.active_impl == "fused" and calls["fused"] == 1
@@ -339,7 +367,7 @@ def test_np_runs_nn_lstm_kernel_and_equals_its_reference():
 
 @pytest.mark.parametrize("H", [40, 32])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
-@pytest.mark.parametrize("cell", LSTM_NATIVE + ("fgr", "mut3"))
+@pytest.mark.parametrize("cell", LSTM_NATIVE + ("fgr", "mut3", "clockwork", "rnn_tanh"))
 def test_float32_fused_equals_reference(cell, native_mode, H, two_threads):
     """float32 (where the native forward runs the fused GEMM + step kernel with its vector tanh):
     outputs, states and gradients agree with the reference loop to float32 accuracy. B = 13: two tiles
@@ -417,3 +445,22 @@ def test_gru_family_input_size_equal_to_hidden(cell):
         o3, s3 = fast(x, state, lengths=lengths)
     torch.testing.assert_close(o3, o1, rtol=1e-9, atol=1e-10)
 
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu"])
+def test_auto_prefers_the_fused_elman_kernel_on_cpu_only_where_it_is_faster(cell):
+    """auto runs the Elman C++ loop on CPU (float32/float64, C++ kernels built), torch's RNN kernel under CPU
+    autocast (the C++ loop is float/double only), with the kernels off, and for bfloat16 weights."""
+    m = Recurrent(cell, 3, 4)
+    x = torch.randn(5, 2, 3)
+    with native.using("off"):
+        assert m.active_impl == "torch"
+    if native.state() != "on":
+        pytest.skip("the C++ kernels are not built here")
+    assert m.active_impl == "fused"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.active_impl == "torch"
+        m(x)
+    assert m.double().active_impl == "fused"
+    assert m.to(torch.bfloat16).active_impl == "torch"
+    assert Recurrent(cell, 3, 4, impl="torch").active_impl == "torch"

@@ -23,8 +23,11 @@ Implementations (``impl``):
     hand-written backward -- every cell of the zoo (clockwork: periods that
     form a divisibility chain, as the default 2^k).
   * ``"auto"`` (default): the fastest implementation the cell has: "torch"
-    for the five cells above, else "fused" where the cell has a
-    kernel, else "reference". ``active_impl`` says which one runs.
+    for the five cells above (but "fused" for ``rnn_tanh`` and ``rnn_relu``
+    with float32/float64 weights on CPU, outside autocast, when the C++
+    kernels are built: there they run in 0.3-0.6x the time of torch's CPU
+    RNN), else "fused" where the cell has a kernel, else "reference".
+    ``active_impl`` says which one runs.
 """
 
 from __future__ import annotations
@@ -38,13 +41,17 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import RecurrentCell, build_cell, check_cell_name
 from ..cells.base import check_size
-from .fast import forward_fused
+from .fast import forward_fused, native
 from .fast import supports as fused_supports
 
 #: cells torch runs with its own fused kernels, and the _VF entry for each. Greff's ``np`` (no
 #: peepholes) has exactly nn.LSTM's equations and parameter layout, so it runs nn.LSTM's kernel.
 TORCH_FUSED = {"lstm": "lstm", "np": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
 IMPLS = ("auto", "torch", "fused", "reference")
+#: cells of TORCH_FUSED whose fused kernel is the faster one on CPU (the Elman C++ loop against torch's CPU RNN:
+#: docs/benchmarks.md); "auto" runs it there with float32/float64 weights, outside autocast, when the C++
+#: kernels are built, and torch's kernel (cuDNN) everywhere else
+CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu")
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -133,7 +140,17 @@ class Recurrent(nn.Module):
 
     @property
     def uses_torch_kernel(self) -> bool:
-        return self._records is None and self.impl in ("auto", "torch") and self.cell_name in TORCH_FUSED
+        if self._records is not None or self.cell_name not in TORCH_FUSED:
+            return False
+        return self.impl == "torch" or (self.impl == "auto" and not self._fused_first())
+
+    def _fused_first(self) -> bool:
+        """Whether "auto" prefers the fused kernel to torch's for this cell where the weights are now."""
+        if self.cell_name not in CPU_FUSED_FIRST:
+            return False
+        w = self.cell_params(0)["weight_hh"]
+        return (w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled("cpu") and native.state() == "on")
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[list[dict]]:

@@ -250,3 +250,18 @@ def lstm_backward_loop(A: Tensor, C: Tensor, TC: Tensor | None, DH: Tensor, dc_a
     """The step loop of :func:`..lstm.lstm_backward` in C++ (see csrc/pointwise.cpp)."""
     torch.ops.recur_attn_native.lstm_backward_loop(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh, p_if,
                                                    p_o, D, below, dbelow, w_cd, w_ld, bs, flags)
+
+
+def elman_forward_loop(Hout: Tensor, whh_t: Tensor, h0: Tensor, units: list[int], bs: list[int], relu: bool) -> None:
+    """The forward loop of :func:`..rnn.elman_forward` in C++ (float32/float64; see csrc/pointwise.cpp): Hout
+    (T, B, H) holds the input projection and receives the outputs; the recurrent GEMM is fused with the
+    step; clockwork (``units``: ticking units per step) skips the modules that do not tick."""
+    torch.ops.recur_attn_native.elman_forward_loop(Hout, whh_t, h0, units, bs, relu)
+
+
+def elman_backward_loop(DH: Tensor, dh0: Tensor, Hout: Tensor, whh: Tensor, units: list[int], bs: list[int],
+                        relu: bool) -> None:
+    """The backward step loop of :class:`..rnn.ElmanSequence` in C++: DH (T, B, H), the outputs' gradients, is
+    overwritten with the pre-activation gradients; dh0 receives the gradient that passes from step 0's
+    non-ticking units (the GEMM term of step 0 is left to the caller)."""
+    torch.ops.recur_attn_native.elman_backward_loop(DH, dh0, Hout, whh, units, bs, relu)

@@ -21,9 +21,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import native
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
 from .common import tanh_
+
+
+def _native(x: Tensor) -> bool:
+    """Whether the C++ step loops run for x (CPU, float32/float64)."""
+    return x.dtype in (torch.float32, torch.float64) and native.enabled_for(x)
 
 
 def tick_units(periods: tuple[int, ...], module_size: int, T: int) -> list[int] | None:
@@ -48,6 +54,9 @@ def elman_forward(bs, inp, wih, bias, whh, h0, relu: bool, units: list[int] | No
     Hout = torch.empty(T, B, H, device=inp.device, dtype=inp.dtype)  # not a view: it is returned
     torch.addmm(bias, inp.reshape(T * B, -1), wih.t(), out=Hout.view(T * B, H))
     whh_t = whh.t()
+    if _native(Hout):  # the loop in C++, the recurrent GEMM fused with the step (see csrc/pointwise.cpp)
+        native.elman_forward_loop(Hout, whh_t, h0, units or [], bs or [], relu)
+        return Hout
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
@@ -65,6 +74,38 @@ def elman_forward(bs, inp, wih, bias, whh, h0, relu: bool, units: list[int] | No
                 h[:, u:].copy_(hp[:, u:])
         h_prev = Hout[t]
     return Hout
+
+
+def _backward_steps(DH, dh0, Hout, whh, bs, units, relu):
+    """The backward step loop with torch ops (CUDA, bfloat16/half, or CPU without the C++ kernels):
+    DH (T, B, H) is overwritten with the pre-activation gradients, dh0 receives h_0's gradient."""
+    T, B, H = Hout.shape
+    dev, dt = Hout.device, Hout.dtype
+    t1 = torch.empty(B, H, device=dev, dtype=dt)
+    for t in range(T - 1, -1, -1):
+        b = B if bs is None else bs[t]
+        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+        if b < B:  # rows past their end: the output's gradient there does not count
+            DH[t, b:].zero_()
+        dh = DH[t, :b]
+        h = Hout[t, :b]
+        u = H if units is None else units[t]
+        if b1:
+            u1 = H if units is None else units[t + 1]
+            dh[:b1].addmm_(DH[t + 1, :b1, :u1], whh[:u1])
+        dprev = dh0[:b] if t == 0 else None
+        if u < H:  # clockwork: units that did not tick pass their gradient through
+            tgt = dh0[:b] if t == 0 else DH[t - 1, :b]
+            tgt[:, u:].add_(dh[:, u:])
+            dh[:, u:].zero_()
+        du, hu = dh[:, :u], h[:, :u]
+        if relu:
+            du.mul_(hu > 0)
+        else:
+            torch.mul(hu, hu, out=t1[:b, :u])
+            du.addcmul_(du, t1[:b, :u], value=-1)
+        if dprev is not None:
+            dprev.addmm_(du, whh[:u])
 
 
 class ElmanSequence(torch.autograd.Function):
@@ -91,31 +132,12 @@ class ElmanSequence(torch.autograd.Function):
         dev, dt = Hout.device, Hout.dtype
         DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)  # -> overwritten with d(pre-activation)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
-        t1 = torch.empty(B, H, device=dev, dtype=dt)
-        for t in range(T - 1, -1, -1):
-            b = B if bs is None else bs[t]
-            b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-            if b < B:  # rows past their end: the output's gradient there does not count
-                DH[t, b:].zero_()
-            dh = DH[t, :b]
-            h = Hout[t, :b]
-            u = H if units is None else units[t]
-            if b1:
-                u1 = H if units is None else units[t + 1]
-                dh[:b1].addmm_(DH[t + 1, :b1, :u1], whh[:u1])
-            dprev = dh0[:b] if t == 0 else None
-            if u < H:  # clockwork: units that did not tick pass their gradient through
-                tgt = dh0[:b] if t == 0 else DH[t - 1, :b]
-                tgt[:, u:].add_(dh[:, u:])
-                dh[:, u:].zero_()
-            du, hu = dh[:, :u], h[:, :u]
-            if relu:
-                du.mul_(hu > 0)
-            else:
-                torch.mul(hu, hu, out=t1[:b, :u])
-                du.addcmul_(du, t1[:b, :u], value=-1)
-            if dprev is not None:
-                dprev.addmm_(du, whh[:u])
+        if _native(DH):  # the step loop in C++; then dh0 += da_0 W_hh (the units that ticked at t = 0)
+            native.elman_backward_loop(DH, dh0, Hout, whh, units or [], bs or [], relu)
+            b0, u0 = B if bs is None else bs[0], H if units is None else units[0]
+            dh0[:b0].addmm_(DH[0, :b0, :u0], whh[:u0])
+        else:
+            _backward_steps(DH, dh0, Hout, whh, bs, units, relu)
         dP = DH
         if units is None:
             dwhh = torch.mm(dP[0].t(), h0)

@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -1018,6 +1019,195 @@ void gru_before_forward_loop(at::Tensor A, const at::Tensor& w1_t, const c10::op
   }
 }
 
+// ------------------------------------------------------------------ Elman networks and clockwork
+// The forward and backward step loops of ../rnn.py (rnn_tanh, rnn_relu, clockwork) for float and double,
+// with the recurrent GEMM fused with the step's elementwise part like the LSTM family's (W_hh packed
+// into panels of L units, G = 1: tiles of 12 rows). Clockwork: at step t only the first u_t units
+// tick (a prefix, periods forming a divisibility chain); the others keep their state. Equations:
+//   forward   h_t[:u] = phi(P_t[:u] + h_{t-1} W_hh[:u]^T),  h_t[u:] = h_{t-1}[u:]   (P: input projection + biases)
+//   backward  dh_t += da_{t+1}[:u'] W_hh[:u'] (rows alive at t+1, u' = u_{t+1});
+//             dh_{t-1}[u:] += dh_t[u:] (units that did not tick), da_t[:u] = dh_t[:u] phi'(h_t[:u]), da_t[u:] = 0
+// where DH (T, B, H) holds the outputs' gradients and is overwritten with da in place.
+
+// relu that keeps NaN (as torch.relu): decided on the bits, which -ffast-math cannot fold
+template <typename T>
+inline T relu_keep_nan(T x) {
+  using I = typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type;
+  const I inf = sizeof(T) == 4 ? I(0x7f800000) : I(0x7ff0000000000000LL);
+  I b;
+  __builtin_memcpy(&b, &x, sizeof(b));
+  if (b < 0 && (b & std::numeric_limits<I>::max()) <= inf) b = 0;  // negative, not NaN
+  __builtin_memcpy(&x, &b, sizeof(b));
+  return x;
+}
+
+// For the rows j, j + nj, ... below m (cnt of them) and the panels [p0, p1): tile = lhs rows (stride H,
+// K columns) x the panel of W packed (npan, H, 1, L); calls epi(r, p, tile) with the row's L values
+// (tile == nullptr for the rows at or past `mg`, which have no GEMM term).
+template <typename T, typename Epi>
+void elman_tiles(const T* packed, const T* lhs, int64_t H, int64_t K, int64_t m, int64_t mg, int64_t p0, int64_t p1,
+                 int64_t j, int64_t nj, const Epi& epi) {
+  constexpr int L = Vec<T>::L;
+  constexpr int MR = tile_rows(1);
+  const int64_t cnt = m > j ? (m - j + nj - 1) / nj : 0;        // rows of this call
+  const int64_t cg = mg > j ? std::min(cnt, (mg - j + nj - 1) / nj) : 0;  // ... of which with a GEMM term
+  alignas(64) T out[MR * L];
+  const T* rows[MR];
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* wp = packed + p * H * L;
+    for (int64_t i0 = 0; i0 < cg; i0 += MR) {
+      const int64_t n = std::min<int64_t>(MR, cg - i0);
+      for (int i = 0; i < n; ++i) rows[i] = lhs + (j + (i0 + i) * nj) * H;
+      if (K > 0) {
+        gemm_rows<T, MR, 1, 0>(int(n), rows, wp, K, nullptr, nullptr, 0, out);
+      } else {
+        std::fill(out, out + n * L, T(0));
+      }
+      for (int64_t i = 0; i < n; ++i) epi(j + (i0 + i) * nj, p, out + i * L);
+    }
+    for (int64_t i = cg; i < cnt; ++i) epi(j + i * nj, p, static_cast<const T*>(nullptr));
+  }
+}
+
+// Runs step(t, j, nj) for t in [0, T) (forward) or T-1 .. 0 (backward): each thread owning rows j, j + nth, ...
+// for the whole loop (one parallel region) where rows line up with cache lines and W_hh stays in L2, else
+// all rows at every step with the panels split between threads (nj == 0).
+template <typename T, typename Step>
+void elman_loop(int64_t T_, int64_t B, int64_t H, bool backward, const Step& step) {
+  const int64_t nth = at::get_num_threads();
+  const bool by_rows = B >= kRowsPerThread * nth && (H * int64_t(sizeof(T))) % 64 == 0 &&
+                       H * H * int64_t(sizeof(T)) <= kRowsMaxWeightBytes;
+  auto run = [&](int64_t j, int64_t nj) {
+    for (int64_t s = 0; s < T_; ++s) step(backward ? T_ - 1 - s : s, j, nj);
+  };
+  if (by_rows) {
+    at::parallel_for(0, nth, 1, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) run(j, nth);
+    });
+  } else {
+    run(0, 0);
+  }
+}
+
+// The panels of one step for the rows j, j + nj, ... (nj == 0: all rows, panels split between threads)
+template <typename T, typename F>
+void elman_panels(int64_t H, int64_t work_per_panel, int64_t j, int64_t nj, const F& f) {
+  constexpr int L = Vec<T>::L;
+  const int64_t npan = (H + L - 1) / L;
+  if (nj > 0) return f(int64_t(0), npan, j, nj);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work_per_panel, 1));
+  at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) { f(p0, p1, int64_t(0), int64_t(1)); });
+}
+
+template <typename T>
+void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at::Tensor& h0, at::IntArrayRef units,
+                             at::IntArrayRef bs, bool relu) {
+  constexpr int L = Vec<T>::L;
+  const int64_t T_ = Hout.size(0), B = Hout.size(1), H = Hout.size(2);
+  const at::Tensor packed_t = pack_recurrent<T>(whh_t, 1, H);
+  const at::Tensor h0c = h0.contiguous();
+  const T* packed = packed_t.data_ptr<T>();
+  T* Hp = Hout.data_ptr<T>();
+  elman_loop<T>(T_, B, H, false, [&](int64_t t, int64_t j, int64_t nj) {
+    const int64_t b = bs.empty() ? B : bs[t], u = units.empty() ? H : units[t];
+    const int64_t pu = (u + L - 1) / L;  // panels with ticking units
+    T* ht = Hp + t * B * H;  // holds the input projection, becomes h_t
+    const T* hp = t == 0 ? h0c.data_ptr<T>() : Hp + (t - 1) * B * H;
+    const int64_t js = nj == 0 ? 0 : j, ns = std::max<int64_t>(nj, 1);
+    for (int64_t r = js + (b - js + ns - 1) / ns * ns; r < B; r += ns)  // past a sequence's end: zero
+      std::fill(ht + r * H, ht + (r + 1) * H, T(0));
+    auto epi = [&](int64_t r, int64_t p, const T* tile) {
+      const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0), uc = std::max<int64_t>(0, std::min(U, u - u0));
+      T* h = ht + r * H + u0;
+      const T* hprev = hp + r * H + u0;
+      if constexpr (std::is_same<T, float>::value) {
+        if (uc == L && !relu) {
+          st16(h, tanh_v16(ld16(tile) + ld16(h)));
+          return;
+        }
+      }
+      for (int64_t k = 0; k < uc; ++k) h[k] = relu ? relu_keep_nan(tile[k] + h[k]) : std::tanh(tile[k] + h[k]);
+      for (int64_t k = uc; k < U; ++k) h[k] = hprev[k];  // modules that do not tick keep their state
+    };
+    elman_panels<T>(H, b * L * H, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      elman_tiles<T>(packed, hp, H, H, b, b, p0, std::min(p1, pu), jj, nn, epi);
+      for (int64_t r = jj; r < b; r += nn) {  // panels where no unit ticks: copies
+        const int64_t c0 = std::max(p0, pu) * L, c1 = std::min(p1 * L, H);
+        if (c0 < c1) std::copy(hp + r * H + c0, hp + r * H + c1, ht + r * H + c0);
+      }
+    });
+  });
+}
+
+template <typename T>
+void elman_backward_loop_impl(at::Tensor& DH, at::Tensor& dh0, const at::Tensor& Hout, const at::Tensor& whh,
+                              at::IntArrayRef units, at::IntArrayRef bs, bool relu) {
+  constexpr int L = Vec<T>::L;
+  const int64_t T_ = DH.size(0), B = DH.size(1), H = DH.size(2);
+  // dh_t += da_{t+1} W_hh: W_hh (H, H) itself is the "transposed" operand, k = the units of step t+1
+  const at::Tensor packed_t = pack_recurrent<T>(whh, 1, H);
+  const T* packed = packed_t.data_ptr<T>();
+  T* D = DH.data_ptr<T>();
+  T* D0 = dh0.data_ptr<T>();
+  const T* Hp = Hout.data_ptr<T>();
+  elman_loop<T>(T_, B, H, true, [&](int64_t t, int64_t j, int64_t nj) {
+    const int64_t b = bs.empty() ? B : bs[t], u = units.empty() ? H : units[t];
+    const int64_t b1 = t == T_ - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
+    const int64_t u1 = t == T_ - 1 ? 0 : (units.empty() ? H : units[t + 1]);
+    T* dt = D + t * B * H;
+    T* dprev = t == 0 ? D0 : D + (t - 1) * B * H;
+    const T* ht = Hp + t * B * H;
+    const int64_t js = nj == 0 ? 0 : j, ns = std::max<int64_t>(nj, 1);
+    for (int64_t r = js + (b - js + ns - 1) / ns * ns; r < B; r += ns)  // rows past their end: no gradient
+      std::fill(dt + r * H, dt + (r + 1) * H, T(0));
+    auto epi = [&](int64_t r, int64_t p, const T* tile) {
+      const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0), uc = std::max<int64_t>(0, std::min(U, u - u0));
+      T* d = dt + r * H + u0;
+      const T* h = ht + r * H + u0;
+      T* dp = dprev + r * H + u0;
+      for (int64_t k = 0; k < U; ++k) {
+        const T g = tile ? d[k] + tile[k] : d[k];
+        if (k < uc) {
+          d[k] = relu ? (h[k] > T(0) ? g : T(0)) : g * (T(1) - h[k] * h[k]);
+        } else {  // did not tick: the gradient passes to h_{t-1}
+          dp[k] += g;
+          d[k] = T(0);
+        }
+      }
+    };
+    elman_panels<T>(H, b * L * u1, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      elman_tiles<T>(packed, D + (t + 1 < T_ ? (t + 1) : t) * B * H, H, u1, b, b1, p0, p1, jj, nn, epi);
+    });
+  });
+}
+
+void check_elman(const at::Tensor& X, const at::Tensor& W, const char* what) {
+  TORCH_CHECK(X.device().is_cpu() && X.dim() == 3 && X.is_contiguous(), what, ": a contiguous CPU (T, B, H) tensor");
+  TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble, what, ": float32 or float64 only");
+  TORCH_CHECK(W.scalar_type() == X.scalar_type() && W.dim() == 2 && W.size(0) == X.size(2) && W.size(1) == X.size(2),
+              what, ": W_hh must be (H, H) of the same dtype");
+}
+
+void elman_forward_loop(at::Tensor Hout, const at::Tensor& whh_t, const at::Tensor& h0, at::IntArrayRef units,
+                        at::IntArrayRef bs, bool relu) {
+  check_elman(Hout, whh_t, "elman_forward_loop");
+  TORCH_CHECK(units.empty() || int64_t(units.size()) == Hout.size(0), "elman_forward_loop: units must have T entries");
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == Hout.size(0), "elman_forward_loop: bs must have T entries");
+  AT_DISPATCH_FLOATING_TYPES(Hout.scalar_type(), "elman_forward_loop",
+                             [&] { elman_forward_loop_impl<scalar_t>(Hout, whh_t, h0, units, bs, relu); });
+}
+
+void elman_backward_loop(at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout, const at::Tensor& whh,
+                         at::IntArrayRef units, at::IntArrayRef bs, bool relu) {
+  check_elman(DH, whh, "elman_backward_loop");
+  TORCH_CHECK(Hout.is_contiguous() && Hout.sizes() == DH.sizes() && dh0.is_contiguous() &&
+              dh0.size(0) == DH.size(1), "elman_backward_loop: Hout (T, B, H) and dh0 (B, H), contiguous");
+  TORCH_CHECK(units.empty() || int64_t(units.size()) == DH.size(0), "elman_backward_loop: units must have T entries");
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == DH.size(0), "elman_backward_loop: bs must have T entries");
+  AT_DISPATCH_FLOATING_TYPES(DH.scalar_type(), "elman_backward_loop",
+                             [&] { elman_backward_loop_impl<scalar_t>(DH, dh0, Hout, whh, units, bs, relu); });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(recur_attn_native, m) {
@@ -1030,6 +1220,10 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
       "Tensor? p_o, Tensor(g!)? D, Tensor? below, Tensor(h!)? dbelow, Tensor? w_cd, Tensor? w_ld, int[] bs, "
       "int flags) -> ()");
+  m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
+  m.def(
+      "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
+      "-> ()");
   m.def(
       "gru_before_forward_loop(Tensor(a!) A, Tensor w1_t, Tensor? wz_t, Tensor wn_t, Tensor(b!) RH, bool save, "
       "Tensor(c!)? TH, Tensor(d!) Hout, Tensor h0, int[] bs, bool keep_z) -> ()");
@@ -1039,5 +1233,7 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_forward_loop", &lstm_forward_loop);
   m.impl("gru_before_forward_loop", &gru_before_forward_loop);
   m.impl("lstm_backward_loop", &lstm_backward_loop);
+  m.impl("elman_forward_loop", &elman_forward_loop);
+  m.impl("elman_backward_loop", &elman_backward_loop);
 }
 
