@@ -108,6 +108,17 @@ def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
         _fused_equals_reference(cell, H=H, B=29, layers=1, bidirectional=False, **kw)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_fgr_gate_weight_gradient_in_chunks_of_steps(chunk, monkeypatch):
+    """The C++ backward computes fgr's dW_gh with one GEMM per chunk of steps (a buffer of the previous
+    steps' activations): chunks of 1 and 3 steps over T = 7 (a partial chunk at the top), and one chunk,
+    padded rows ending inside chunks, equal the reference."""
+    monkeypatch.setattr(fast_common, "CHUNK_ELEMS", 4 * 12 * chunk)  # B = 4, nGH = 3 H = 12
+    assert fast_common.chunk_steps(7, 4, 12) == min(chunk, 7)
+    with native.using("on"):
+        _fused_equals_reference("fgr", layers=1, bidirectional=False)
+
+
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
 def test_nan_propagates_through_the_fused_relu_rnn(native_mode):
     """relu keeps NaN (as torch.relu), also in the C++ loop built with -ffast-math."""

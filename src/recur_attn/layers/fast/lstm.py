@@ -18,7 +18,10 @@ computed:
   overwrites the saved activations with the pre-activation gradients in place
   (no second (T, B, G*H) buffer), and computes the recurrent weight gradient
   with one GEMM after the loop (the input weight and bias gradients come from
-  autograd's own GEMM for the input projection);
+  autograd's own GEMM for the input projection); fgr's gate-recurrence weight
+  gradient needs the previous step's activations, which the loop overwrites, so
+  the C++ loop copies them into a small buffer and runs one GEMM per chunk of
+  steps (the torch-op loop, one per step);
 * padded batches are sorted by length (longest first) by the caller, so at
   step t only the first ``batch_sizes[t]`` rows are alive: every per-step op
   works on the leading rows ``[:b_t]`` (like cuDNN's packed sequences), rows
@@ -305,7 +308,7 @@ def lstm_backward(cfg, bs, lengths, bufs, whh, wgh, p_if, p_o, w_cd, w_ld, below
         native.lstm_backward_loop(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh,
                                   None if p_if is None else p_if.contiguous(), p_o, D,
                                   below.contiguous() if cfg.depth else None, dbelow, w_cd, w_ld, bs or [],
-                                  native.lstm_flags(cfg))
+                                  native.lstm_flags(cfg), chunk_steps(T, B, nGH) if cfg.fgr else 0)
     else:
         dc_a = _backward_steps(cfg, bs, A, C, TC, D, DH, dc_a, dc_b, E, dwgh, dcseq, whh, wgh, a0, p_if, p_o,
                                w_cd, w_ld, below, dbelow)

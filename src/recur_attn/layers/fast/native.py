@@ -246,10 +246,11 @@ def lstm_backward_loop(A: Tensor, C: Tensor, TC: Tensor | None, DH: Tensor, dc_a
                        dcseq: Tensor | None, whh: Tensor, wgh: Tensor | None, a0: Tensor | None, E: Tensor | None,
                        dwgh: Tensor | None, p_if: Tensor | None, p_o: Tensor | None, D: Tensor | None,
                        below: Tensor | None, dbelow: Tensor | None, w_cd: Tensor | None, w_ld: Tensor | None,
-                       bs: list[int], flags: int) -> None:
-    """The step loop of :func:`..lstm.lstm_backward` in C++ (see csrc/pointwise.cpp)."""
+                       bs: list[int], flags: int, chunk: int = 0) -> None:
+    """The step loop of :func:`..lstm.lstm_backward` in C++ (see csrc/pointwise.cpp). ``chunk``: steps per
+    GEMM of fgr's gate-recurrence weight gradient."""
     torch.ops.recur_attn_native.lstm_backward_loop(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh, p_if,
-                                                   p_o, D, below, dbelow, w_cd, w_ld, bs, flags)
+                                                   p_o, D, below, dbelow, w_cd, w_ld, bs, flags, chunk)
 
 
 def elman_forward_loop(Hout: Tensor, whh_t: Tensor, h0: Tensor, units: list[int], bs: list[int], relu: bool) -> None:

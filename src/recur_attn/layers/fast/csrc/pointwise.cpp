@@ -872,7 +872,7 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
                         const c10::optional<at::Tensor>& p_o, c10::optional<at::Tensor> D,
                         const c10::optional<at::Tensor>& below, c10::optional<at::Tensor> dbelow,
                         const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld,
-                        at::IntArrayRef bs, int64_t flags) {
+                        at::IntArrayRef bs, int64_t flags, int64_t chunk) {
   TORCH_CHECK(A.device().is_cpu() && A.dim() == 3, "lstm_backward_loop: A must be a CPU (T, B, GH) tensor");
   const int64_t T = A.size(0), B = A.size(1);
   TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_backward_loop: bs must have T entries");
@@ -887,6 +887,13 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
     TORCH_CHECK(!t.has_value() || rows_ok(*t), "lstm_backward_loop: buffers must have contiguous rows");
   }
   at::Tensor dca = dc_a, dcb = dc_b;
+  // fgr's dW_gh = sum_t da_t[:, :nGH]^T a_{t-1}: one GEMM per chunk of `chunk` steps rather than one per step
+  // (a rank-b update of a (nGH, nGH) matrix each step is bound by memory, not arithmetic, for small batches).
+  // a_{t-1} is overwritten with gradients one step later, so each step copies its live rows into the chunk
+  // buffer S; the da rows come from A itself, zero past b (above), so S's rows there do not count.
+  const int64_t kc = fgr ? std::max<int64_t>(1, std::min<int64_t>(T, chunk)) : 0;
+  at::Tensor S = fgr ? at::zeros({kc, B, nGH}, A.options()) : at::Tensor();
+  const at::Tensor A2 = fgr ? A.view({T * B, A.size(2)}).narrow(1, 0, nGH) : at::Tensor();  // a view: A changes
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t b = bs.empty() ? B : bs[t];
     const int64_t b1 = t == T - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
@@ -914,7 +921,13 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
     if (fgr) {
       at::Tensor dag = a.narrow(1, 0, nGH);
       at::Tensor a_prev = t == 0 ? a0->narrow(0, 0, b) : A.select(0, t - 1).narrow(0, 0, b).narrow(1, 0, nGH);
-      dwgh->addmm_(dag.t(), a_prev);
+      const int64_t slot = t % kc;  // chunks [t0, t0 + kc) with t0 a multiple of kc, filled from the top
+      at::Tensor srow = S.select(0, slot);
+      srow.narrow(0, 0, b).copy_(a_prev);
+      if (slot == 0) {  // the chunk's first step: its kc (or fewer, at the end) steps in one GEMM
+        const int64_t n = std::min(kc, T - t);
+        dwgh->addmm_(A2.narrow(0, t * B, n * B).t(), S.narrow(0, 0, n).reshape({n * B, nGH}));
+      }
       at::Tensor eo = E->narrow(0, 0, b);
       at::mm_out(eo, dag, *wgh);
     }
@@ -1219,7 +1232,7 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "lstm_backward_loop(Tensor(a!) A, Tensor C, Tensor? TC, Tensor(b!) DH, Tensor(c!) dc_a, Tensor(d!) dc_b, "
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
       "Tensor? p_o, Tensor(g!)? D, Tensor? below, Tensor(h!)? dbelow, Tensor? w_cd, Tensor? w_ld, int[] bs, "
-      "int flags) -> ()");
+      "int flags, int chunk) -> ()");
   m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
   m.def(
       "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
