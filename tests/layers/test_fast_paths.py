@@ -87,8 +87,10 @@ def two_threads():
 # 8 (double) / 16 (float) hidden units and tiles of up to 24 rows: B = 29 rows give several tiles and
 # a partial tile (4 gate blocks: tiles of 6 rows). H = 20: two full panels and a partial one, rows not
 # cache-line aligned, so threads take panels at every step; H = 16: rows of 128 bytes, so each of the
-# two threads owns every other row for the whole sequence (padded rows ending at different steps)
-@pytest.mark.parametrize("H", [20, 16])
+# two threads owns every other row for the whole sequence (padded rows ending at different steps). The
+# backward's fused dh GEMM takes tiles of 4 blocks of H/4 units where 4 divides H (20, 16), else tiles of
+# one block (H = 18)
+@pytest.mark.parametrize("H", [20, 16, 18])
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE + ("fgr",)])
 def test_native_wide_layer_and_many_rows(cell, H, two_threads):
     with native.using("on"):
@@ -376,14 +378,15 @@ def test_np_runs_nn_lstm_kernel_and_equals_its_reference():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("H", [40, 32])
+@pytest.mark.parametrize("H", [40, 32, 64])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
 @pytest.mark.parametrize("cell", LSTM_NATIVE + ("fgr", "mut3", "clockwork", "rnn_tanh"))
 def test_float32_fused_equals_reference(cell, native_mode, H, two_threads):
     """float32 (where the native forward runs the fused GEMM + step kernel with its vector tanh):
     outputs, states and gradients agree with the reference loop to float32 accuracy. B = 13: two tiles
     of 6 rows and a partial one. H = 40: two 16-unit panels and a partial one, threads taking panels;
-    H = 32: line-aligned rows, each thread owning its rows for the whole sequence."""
+    H = 32: line-aligned rows, each thread owning its rows for the whole sequence; H = 64: the backward's
+    tiles of 4 blocks of 16 units run its vector epilogue."""
     torch.manual_seed(5)
     kw = dict(num_layers=2, bidirectional=True)
     ref = Recurrent(cell, 6, H, impl="reference", **kw)

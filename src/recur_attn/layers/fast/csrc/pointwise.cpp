@@ -521,6 +521,83 @@ constexpr int64_t kRowsPerThread = 4;
 // (its panels) in the other, which is faster once they no longer stay in L2 (H = 512: 0.92x, 1024: 0.84x)
 constexpr int64_t kRowsMaxWeightBytes = int64_t(1) << 20;
 
+// ------------------------------------------------- one-block tiles and the two thread splits of a step loop
+// For the rows j, j + nj, ... below m (cnt of them) and the panels [p0, p1): tiles of lhs rows (row stride ls,
+// K columns) x panel p of a weight packed (npan, kfull, NB, L) by pack_recurrent<T>(w, NB, Hs) -- output units
+// g * Hs + p * L + l of NB blocks of Hs units; k-major in each panel, so K <= kfull uses its first K k's.
+// Calls epi(r, u0, U, tile) for each row and block: the U <= L units from u0 and their L tile values
+// (tile == nullptr for the rows at or past `mg`, which have no GEMM term). NB = 4: tiles of 6 rows x 4
+// vectors (as the LSTM forward's); NB = 1: 12 rows x 1. The Elman loops and the LSTM family's backward.
+template <typename T, int NB, typename Epi>
+void gemv_tiles(const T* packed, int64_t kfull, int64_t Hs, const T* lhs, int64_t ls, int64_t K, int64_t m,
+                int64_t mg, int64_t p0, int64_t p1, int64_t j, int64_t nj, const Epi& epi) {
+  constexpr int L = Vec<T>::L;
+  constexpr int MR = tile_rows(NB);
+  const int64_t cnt = m > j ? (m - j + nj - 1) / nj : 0;                  // rows of this call
+  const int64_t cg = mg > j ? std::min(cnt, (mg - j + nj - 1) / nj) : 0;  // ... of which with a GEMM term
+  alignas(64) T out[MR * NB * L];
+  const T* rows[MR];
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* wp = packed + p * kfull * NB * L;
+    const int64_t U = std::min<int64_t>(L, Hs - p * L);
+    for (int64_t i0 = 0; i0 < cg; i0 += MR) {
+      const int64_t n = std::min<int64_t>(MR, cg - i0);
+      for (int i = 0; i < n; ++i) rows[i] = lhs + (j + (i0 + i) * nj) * ls;
+      if (K > 0) {
+        gemm_rows<T, MR, NB, 0>(int(n), rows, wp, K, nullptr, nullptr, 0, out);
+      } else {
+        std::fill(out, out + n * NB * L, T(0));
+      }
+      for (int64_t i = 0; i < n; ++i)
+        for (int g = 0; g < NB; ++g) epi(j + (i0 + i) * nj, g * Hs + p * L, U, out + (i * NB + g) * L);
+    }
+    for (int64_t i = cg; i < cnt; ++i)
+      for (int g = 0; g < NB; ++g) epi(j + i * nj, g * Hs + p * L, U, static_cast<const T*>(nullptr));
+  }
+}
+
+// Runs step(t, j, nj) for t in [0, T) (forward) or T-1 .. 0 (backward), then between(t) on the calling thread
+// (panel form only): each thread owning rows j, j + nth, ... for the whole loop (one parallel region) where
+// `rows_ok`, rows line up with cache lines and the packed weights (w_bytes) stay in L2; else all rows at every
+// step with the panels split between threads (nj == 0; step parallelises through step_panels).
+template <typename T, typename Step, typename Between>
+void step_loop(int64_t T_, int64_t B, int64_t H, int64_t w_bytes, bool backward, bool rows_ok, const Step& step,
+               const Between& between) {
+  const int64_t nth = at::get_num_threads();
+  const bool by_rows = rows_ok && B >= kRowsPerThread * nth && (H * int64_t(sizeof(T))) % 64 == 0 &&
+                       w_bytes <= kRowsMaxWeightBytes;
+  if (by_rows) {
+    at::parallel_for(0, nth, 1, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t s = 0; s < T_; ++s) step(backward ? T_ - 1 - s : s, j, nth);
+    });
+    return;
+  }
+  for (int64_t s = 0; s < T_; ++s) {
+    const int64_t t = backward ? T_ - 1 - s : s;
+    step(t, int64_t(0), int64_t(0));
+    between(t);
+  }
+}
+
+// The panels of one step for the rows j, j + nj, ... (nj == 0: all rows, panels split between threads):
+// f(p0, p1, j, nj)
+template <typename T, typename F>
+void step_panels(int64_t H, int64_t work_per_panel, int64_t j, int64_t nj, const F& f) {
+  constexpr int L = Vec<T>::L;
+  const int64_t npan = (H + L - 1) / L;
+  if (nj > 0) return f(int64_t(0), npan, j, nj);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work_per_panel, 1));
+  at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) { f(p0, p1, int64_t(0), int64_t(1)); });
+}
+
+// The rows j, j + nj, ... at or past b (nj == 0: all of them), below B
+template <typename F>
+void rows_past(int64_t b, int64_t B, int64_t j, int64_t nj, const F& f) {
+  const int64_t js = nj == 0 ? 0 : j, ns = std::max<int64_t>(nj, 1);
+  for (int64_t r = b <= js ? js : js + (b - js + ns - 1) / ns * ns; r < B; r += ns) f(r);
+}
+
 // One step of the fused kernel. nj == 0: all rows, threads take panels (fused_step_g, a parallel region
 // per step); else, on the calling thread, all panels for the rows j, j + nj, j + 2 nj, ... (the
 // row-owned form of the forward loop below).
@@ -729,171 +806,312 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
 //   da_i = (dc * g (g - c_{t-1} when coupled) + e_i) * i (1 - i);  da_g = dc * i * g'(a_g)
 //   da_f = (dc * c_{t-1} + e_f) * f (1 - f)
 //   dc_{t-1} += da_i * p_i + da_f * p_f (peepholes on c_{t-1}) + da_d * w_cd
+// One row's operands of the backward step for the units [u0, u0 + U), every pointer at unit u0: a the gate
+// blocks (activations in, pre-activation gradients out; block q at a + q * H), e fgr's carry (blocks like a's
+// gated ones) or null, tc h(c) or null (then c), dcseq the layer above's dc (dglstm) or null, d / below /
+// dbelow the depth gate's or null. dh: the units' dh (already holding the recurrent term), in acc_t.
+template <typename scalar_t>
+struct LstmBackRow {
+  scalar_t* a;
+  const scalar_t *c_prev, *c, *tc, *dc, *dcseq, *e;
+  scalar_t* dcn;
+  scalar_t* d;
+  const scalar_t* below;
+  scalar_t* dbelow;
+};
+
+// The elementwise backward of one step for U units of one row (the equations above); work: (2 G + 8) U values.
+template <typename scalar_t, typename acc_t>
+void lstm_units_backward(const LstmConsts<scalar_t>& k, const LstmBackRow<scalar_t>& rw, const acc_t* dhv,
+                         int64_t U, int64_t u0, acc_t* work) {
+  const int64_t H = k.H;
+  const bool ig = k.ig, fg = k.fg, og = k.og, ia = k.ia, oa = k.oa, coupled = k.coupled;
+  const bool peep_o = k.p_o != nullptr, depth = rw.d != nullptr, has_e = rw.e != nullptr;
+  const int64_t G = k.GH / H;
+  // X: the gate blocks of these units (block stride U), then e's, cp, cn, hc, dcv, dcp, dd, bl, dbl
+  acc_t* X = work;
+  acc_t* ev = X + G * U;
+  acc_t* cp = ev + G * U;
+  acc_t* cn = cp + U;
+  acc_t* hc = cn + U;
+  acc_t* dcv = hc + U;
+  acc_t* dcp = dcv + U;
+  acc_t* dd = dcp + U;
+  acc_t* bl = dd + U;
+  acc_t* dbl = bl + U;
+  int64_t off = 0;
+  const int64_t so = og ? (off += U) - U : -1;
+  const int64_t si = ig ? (off += U) - U : -1;
+  const int64_t sf = fg ? (off += U) - U : -1;
+  const int64_t sg = off;
+  for (int64_t q = 0; q < G; ++q) load(X + q * U, rw.a + q * H, U);
+  load(cp, rw.c_prev, U);
+  load(cn, rw.c, U);
+  if (oa) load(hc, rw.tc, U);
+  else for (int64_t j = 0; j < U; ++j) hc[j] = cn[j];
+  load(dcv, rw.dc, U);
+  if (rw.dcseq) for (int64_t j = 0; j < U; ++j) dcv[j] += acc_t(rw.dcseq[j]);
+  if (has_e) for (int64_t q = 0; q < G - 1; ++q) load(ev + q * U, rw.e + q * H, U);
+  // h = o * hc
+  if (og) {
+    acc_t* o = X + so;
+    for (int64_t j = 0; j < U; ++j) {
+      const acc_t dhc = dhv[j] * o[j];
+      acc_t dout = dhv[j] * hc[j];
+      if (has_e) dout += ev[so + j];
+      dcv[j] += oa ? dhc * (acc_t(1) - hc[j] * hc[j]) : dhc;
+      o[j] = dout * o[j] * (acc_t(1) - o[j]);  // da_o
+    }
+    if (peep_o) for (int64_t j = 0; j < U; ++j) dcv[j] += o[j] * acc_t(k.p_o[u0 + j]);
+  } else {
+    for (int64_t j = 0; j < U; ++j) dcv[j] += oa ? dhv[j] * (acc_t(1) - hc[j] * hc[j]) : dhv[j];
+  }
+  if (depth) {  // c += d * below
+    load(dd, rw.d, U);
+    load(bl, rw.below, U);
+    for (int64_t j = 0; j < U; ++j) {
+      dbl[j] = dcv[j] * dd[j];
+      dd[j] = dcv[j] * bl[j] * dd[j] * (acc_t(1) - dd[j]);  // da_d
+      dbl[j] += dd[j] * acc_t(k.w_ld[u0 + j]);
+    }
+  }
+  // dc_{t-1} through the forget path
+  if (fg) {
+    const acc_t* f = X + sf;
+    for (int64_t j = 0; j < U; ++j) dcp[j] = dcv[j] * f[j];
+  } else if (coupled) {
+    const acc_t* i = X + si;
+    for (int64_t j = 0; j < U; ++j) dcp[j] = dcv[j] * (acc_t(1) - i[j]);
+  } else {
+    for (int64_t j = 0; j < U; ++j) dcp[j] = dcv[j];
+  }
+  acc_t* g = X + sg;
+  if (ig) {
+    acc_t* i = X + si;
+    for (int64_t j = 0; j < U; ++j) {
+      const acc_t gj = g[j];
+      const acc_t gp = ia ? acc_t(1) - gj * gj : acc_t(1);
+      acc_t di = dcv[j] * (coupled ? gj - cp[j] : gj);
+      if (has_e) di += ev[si + j];
+      g[j] = dcv[j] * i[j] * gp;
+      i[j] = di * i[j] * (acc_t(1) - i[j]);
+    }
+  } else if (ia) {
+    for (int64_t j = 0; j < U; ++j) g[j] = dcv[j] * (acc_t(1) - g[j] * g[j]);
+  } else {
+    for (int64_t j = 0; j < U; ++j) g[j] = dcv[j];
+  }
+  if (fg) {
+    acc_t* f = X + sf;
+    for (int64_t j = 0; j < U; ++j) {
+      acc_t df = dcv[j] * cp[j];
+      if (has_e) df += ev[sf + j];
+      f[j] = df * f[j] * (acc_t(1) - f[j]);
+    }
+  }
+  // peepholes on c_{t-1} (rows for i and f, present ones, after o) and the depth gate's w_cd
+  for (int64_t q = 0; q < k.kif; ++q) {
+    const acc_t* da = X + (og ? U : 0) + q * U;
+    const scalar_t* p = k.p_if + q * H + u0;
+    for (int64_t j = 0; j < U; ++j) dcp[j] += da[j] * acc_t(p[j]);
+  }
+  if (depth) {
+    for (int64_t j = 0; j < U; ++j) dcp[j] += dd[j] * acc_t(k.w_cd[u0 + j]);
+    store(rw.d, dd, U);
+    store(rw.dbelow, dbl, U);
+  }
+  for (int64_t q = 0; q < G; ++q) store(rw.a + q * H, X + q * U, U);
+  store(rw.dcn, dcp, U);
+}
+
+// lstm_units_backward for 16 float units in vector registers (the fused backward's full panels): dh the units'
+// dh, every pointer of rw at unit u0 with 16 valid values.
+__attribute__((always_inline)) inline void lstm_units_backward_v16(const LstmConsts<float>& k,
+                                                                   const LstmBackRow<float>& rw, v16f dh, int64_t u0) {
+  const int64_t H = k.H;
+  int q = 0;
+  const int qo = k.og ? q++ : -1, qi = k.ig ? q++ : -1, qf = k.fg ? q++ : -1, qg = q;
+  v16f X[4], e[3];
+  for (int b = 0; b <= qg; ++b) X[b] = ld16(rw.a + b * H);
+  if (rw.e)
+    for (int b = 0; b < qg; ++b) e[b] = ld16(rw.e + b * H);
+  const v16f cp = ld16(rw.c_prev), cn = ld16(rw.c);
+  const v16f hc = k.oa ? ld16(rw.tc) : cn;
+  v16f dc = ld16(rw.dc);
+  if (rw.dcseq) dc += ld16(rw.dcseq);
+  if (k.og) {  // h = o * hc
+    const v16f o = X[qo];
+    const v16f dhc = dh * o;
+    v16f dout = dh * hc;
+    if (rw.e) dout += e[qo];
+    dc += k.oa ? dhc * (1.0f - hc * hc) : dhc;
+    X[qo] = dout * o * (1.0f - o);  // da_o
+    if (k.p_o) dc += X[qo] * ld16(k.p_o + u0);
+  } else {
+    dc += k.oa ? dh * (1.0f - hc * hc) : dh;
+  }
+  v16f dd = {}, dbl = {};
+  if (rw.d) {  // c += d * below
+    const v16f d = ld16(rw.d), bl = ld16(rw.below);
+    dbl = dc * d;
+    dd = dc * bl * d * (1.0f - d);  // da_d
+    dbl += dd * ld16(k.w_ld + u0);
+  }
+  v16f dcp;  // dc_{t-1} through the forget path
+  if (k.fg) dcp = dc * X[qf];
+  else if (k.coupled) dcp = dc * (1.0f - X[qi]);
+  else dcp = dc;
+  const v16f g = X[qg];
+  if (k.ig) {
+    const v16f i = X[qi];
+    v16f di = dc * (k.coupled ? g - cp : g);
+    if (rw.e) di += e[qi];
+    X[qg] = k.ia ? dc * i * (1.0f - g * g) : dc * i;
+    X[qi] = di * i * (1.0f - i);
+  } else {
+    X[qg] = k.ia ? dc * (1.0f - g * g) : dc;
+  }
+  if (k.fg) {
+    const v16f f = X[qf];
+    v16f df = dc * cp;
+    if (rw.e) df += e[qf];
+    X[qf] = df * f * (1.0f - f);
+  }
+  for (int64_t r = 0; r < k.kif; ++r) dcp += X[(k.og ? 1 : 0) + r] * ld16(k.p_if + r * H + u0);  // peepholes
+  if (rw.d) {
+    dcp += dd * ld16(k.w_cd + u0);
+    st16(rw.d, dd);
+    st16(rw.dbelow, dbl);
+  }
+  for (int b = 0; b <= qg; ++b) st16(rw.a + b * H, X[b]);
+  st16(rw.dcn, dcp);
+}
+
+// The backward step's elementwise part for rows [0, b), whole rows (rows in parallel), after the dh GEMM:
+// the bfloat16/half loop. a (b, GH); dh, dc, dcn (b, H); e (b, nGH) or null.
 template <typename scalar_t>
 void lstm_step_backward_impl(at::Tensor& a, const at::Tensor& c_prev, const at::Tensor& c,
                              const c10::optional<at::Tensor>& tc, const at::Tensor& dh, const at::Tensor& dc,
                              at::Tensor& dcn, const c10::optional<at::Tensor>& e,
-                             const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
                              const c10::optional<at::Tensor>& d, const c10::optional<at::Tensor>& below,
-                             const c10::optional<at::Tensor>& dbelow, const c10::optional<at::Tensor>& w_cd,
-                             const c10::optional<at::Tensor>& w_ld, int64_t flags) {
+                             const c10::optional<at::Tensor>& dbelow, const LstmConsts<scalar_t>& k) {
   using acc_t = at::opmath_type<scalar_t>;
-  const bool ig = flags & kInputGate, fg = flags & kForgetGate, og = flags & kOutputGate;
-  const bool ia = flags & kInputActivation, oa = flags & kOutputActivation, coupled = flags & kCoupled;
-  const int64_t b = a.size(0), H = c.size(1), GH = a.size(1);
-  int64_t off = 0;
-  const int64_t so = og ? (off += H) - H : -1;
-  const int64_t si = ig ? (off += H) - H : -1;
-  const int64_t sf = fg ? (off += H) - H : -1;
-  const int64_t sg = off;
-  const int64_t kif = p_if.has_value() ? p_if->size(0) : 0;
-  const bool peep_o = p_o.has_value(), depth = d.has_value(), has_e = e.has_value();
-  const scalar_t* pif = kif ? p_if->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* po = peep_o ? p_o->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* wcd = depth ? w_cd->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* wld = depth ? w_ld->data_ptr<scalar_t>() : nullptr;
-  scalar_t* A = a.data_ptr<scalar_t>();
-  const scalar_t* CP = c_prev.data_ptr<scalar_t>();
-  const scalar_t* CN = c.data_ptr<scalar_t>();
-  const scalar_t* TCp = tc.has_value() ? tc->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* DHp = dh.data_ptr<scalar_t>();
-  const scalar_t* DCp = dc.data_ptr<scalar_t>();
-  scalar_t* DCN = dcn.data_ptr<scalar_t>();
-  const scalar_t* Ep = has_e ? e->data_ptr<scalar_t>() : nullptr;
-  scalar_t* Dp = depth ? d->data_ptr<scalar_t>() : nullptr;
-  const scalar_t* BL = depth ? below->data_ptr<scalar_t>() : nullptr;
-  scalar_t* DBL = depth ? dbelow->data_ptr<scalar_t>() : nullptr;
+  const int64_t b = a.size(0), H = k.H, G = k.GH / H;
+  const bool depth = d.has_value();
   const int64_t sa = a.stride(0), scp = c_prev.stride(0), sc = c.stride(0), sdh = dh.stride(0);
   const int64_t stc = tc.has_value() ? tc->stride(0) : 0, sdc = dc.stride(0), sdcn = dcn.stride(0);
-  const int64_t se = has_e ? e->stride(0) : 0, sd = depth ? d->stride(0) : 0;
+  const int64_t se = e.has_value() ? e->stride(0) : 0, sd = depth ? d->stride(0) : 0;
   const int64_t sbl = depth ? below->stride(0) : 0, sdbl = depth ? dbelow->stride(0) : 0;
-  // X: activations in, pre-activation gradients out (GH)
-  for_rows<acc_t>(b, GH, 2 * GH + 9 * H, [&](int64_t r, acc_t* X) {
-    acc_t* ev = X + GH;     // e (fgr), laid out like X's gated blocks
-    acc_t* cp = ev + GH;
-    acc_t* cn = cp + H;
-    acc_t* hc = cn + H;
-    acc_t* dhv = hc + H;
-    acc_t* dcv = dhv + H;
-    acc_t* dcp = dcv + H;
-    acc_t* dd = dcp + H;
-    acc_t* bl = dd + H;
-    acc_t* dbl = bl + H;
-    scalar_t* ar = A + r * sa;
-    load(X, ar, GH);
-    load(cp, CP + r * scp, H);
-    load(cn, CN + r * sc, H);
-    if (oa) load(hc, TCp + r * stc, H);
-    else for (int64_t j = 0; j < H; ++j) hc[j] = cn[j];
-    load(dhv, DHp + r * sdh, H);
-    load(dcv, DCp + r * sdc, H);
-    if (has_e) load(ev, Ep + r * se, GH - H);
-    // h = o * hc
-    if (og) {
-      acc_t* o = X + so;
-      for (int64_t j = 0; j < H; ++j) {
-        const acc_t dhc = dhv[j] * o[j];
-        acc_t dout = dhv[j] * hc[j];
-        if (has_e) dout += ev[so + j];
-        dcv[j] += oa ? dhc * (acc_t(1) - hc[j] * hc[j]) : dhc;
-        o[j] = dout * o[j] * (acc_t(1) - o[j]);  // da_o
-      }
-      if (peep_o) for (int64_t j = 0; j < H; ++j) dcv[j] += o[j] * acc_t(po[j]);
-    } else {
-      for (int64_t j = 0; j < H; ++j) dcv[j] += oa ? dhv[j] * (acc_t(1) - hc[j] * hc[j]) : dhv[j];
-    }
-    if (depth) {  // c += d * below
-      load(dd, Dp + r * sd, H);
-      load(bl, BL + r * sbl, H);
-      for (int64_t j = 0; j < H; ++j) {
-        dbl[j] = dcv[j] * dd[j];
-        dd[j] = dcv[j] * bl[j] * dd[j] * (acc_t(1) - dd[j]);  // da_d
-        dbl[j] += dd[j] * acc_t(wld[j]);
-      }
-    }
-    // dc_{t-1} through the forget path
-    if (fg) {
-      const acc_t* f = X + sf;
-      for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * f[j];
-    } else if (coupled) {
-      const acc_t* i = X + si;
-      for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j] * (acc_t(1) - i[j]);
-    } else {
-      for (int64_t j = 0; j < H; ++j) dcp[j] = dcv[j];
-    }
-    acc_t* g = X + sg;
-    if (ig) {
-      acc_t* i = X + si;
-      for (int64_t j = 0; j < H; ++j) {
-        const acc_t gj = g[j];
-        const acc_t gp = ia ? acc_t(1) - gj * gj : acc_t(1);
-        acc_t di = dcv[j] * (coupled ? gj - cp[j] : gj);
-        if (has_e) di += ev[si + j];
-        g[j] = dcv[j] * i[j] * gp;
-        i[j] = di * i[j] * (acc_t(1) - i[j]);
-      }
-    } else if (ia) {
-      for (int64_t j = 0; j < H; ++j) g[j] = dcv[j] * (acc_t(1) - g[j] * g[j]);
-    } else {
-      for (int64_t j = 0; j < H; ++j) g[j] = dcv[j];
-    }
-    if (fg) {
-      acc_t* f = X + sf;
-      for (int64_t j = 0; j < H; ++j) {
-        acc_t df = dcv[j] * cp[j];
-        if (has_e) df += ev[sf + j];
-        f[j] = df * f[j] * (acc_t(1) - f[j]);
-      }
-    }
-    // peepholes on c_{t-1} (rows for i and f, present ones, after o) and the depth gate's w_cd
-    for (int64_t k = 0; k < kif; ++k) {
-      const acc_t* da = X + (og ? H : 0) + k * H;
-      const scalar_t* p = pif + k * H;
-      for (int64_t j = 0; j < H; ++j) dcp[j] += da[j] * acc_t(p[j]);
-    }
-    if (depth) {
-      for (int64_t j = 0; j < H; ++j) dcp[j] += dd[j] * acc_t(wcd[j]);
-      store(Dp + r * sd, dd, H);
-      store(DBL + r * sdbl, dbl, H);
-    }
-    store(ar, X, GH);
-    store(DCN + r * sdcn, dcp, H);
+  for_rows<acc_t>(b, k.GH, (2 * G + 9) * H, [&](int64_t r, acc_t* W) {
+    acc_t* dhv = W + (2 * G + 8) * H;
+    load(dhv, dh.data_ptr<scalar_t>() + r * sdh, H);
+    LstmBackRow<scalar_t> rw{a.data_ptr<scalar_t>() + r * sa, c_prev.data_ptr<scalar_t>() + r * scp,
+                             c.data_ptr<scalar_t>() + r * sc, tc.has_value() ? tc->data_ptr<scalar_t>() + r * stc : nullptr,
+                             dc.data_ptr<scalar_t>() + r * sdc, nullptr,
+                             e.has_value() ? e->data_ptr<scalar_t>() + r * se : nullptr,
+                             dcn.data_ptr<scalar_t>() + r * sdcn, depth ? d->data_ptr<scalar_t>() + r * sd : nullptr,
+                             depth ? below->data_ptr<scalar_t>() + r * sbl : nullptr,
+                             depth ? dbelow->data_ptr<scalar_t>() + r * sdbl : nullptr};
+    lstm_units_backward<scalar_t, acc_t>(k, rw, dhv, H, 0, W);
   });
 }
 
-// A (T, B, GH) saved activations -> pre-activation gradients; D likewise for dglstm. DH (T, B, H)
-// dh of every step (output and final-state gradients), overwritten. dc_a, dc_b (B, H): the dc
-// carry, both holding dc_T; on return dc_a holds dc_0. E (B, nGH): fgr's carry, holding da_T.
-void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<at::Tensor>& TC, at::Tensor DH,
-                        at::Tensor dc_a, at::Tensor dc_b, const c10::optional<at::Tensor>& dcseq,
-                        const at::Tensor& whh, const c10::optional<at::Tensor>& wgh,
-                        const c10::optional<at::Tensor>& a0, c10::optional<at::Tensor> E,
-                        c10::optional<at::Tensor> dwgh, const c10::optional<at::Tensor>& p_if,
-                        const c10::optional<at::Tensor>& p_o, c10::optional<at::Tensor> D,
-                        const c10::optional<at::Tensor>& below, c10::optional<at::Tensor> dbelow,
-                        const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld,
-                        at::IntArrayRef bs, int64_t flags, int64_t chunk) {
-  TORCH_CHECK(A.device().is_cpu() && A.dim() == 3, "lstm_backward_loop: A must be a CPU (T, B, GH) tensor");
-  const int64_t T = A.size(0), B = A.size(1);
-  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_backward_loop: bs must have T entries");
+template <typename scalar_t>
+void lstm_backward_loop_impl(at::Tensor& A, const at::Tensor& C, const c10::optional<at::Tensor>& TC, at::Tensor& DH,
+                             at::Tensor& dc_a, at::Tensor& dc_b, const c10::optional<at::Tensor>& dcseq,
+                             const at::Tensor& whh, const c10::optional<at::Tensor>& wgh,
+                             const c10::optional<at::Tensor>& a0, c10::optional<at::Tensor>& E,
+                             c10::optional<at::Tensor>& dwgh, c10::optional<at::Tensor>& D,
+                             const c10::optional<at::Tensor>& below, c10::optional<at::Tensor>& dbelow,
+                             at::IntArrayRef bs, const LstmConsts<scalar_t>& k, int64_t chunk) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = A.size(0), B = A.size(1), H = k.H, GH = k.GH;
   const bool fgr = wgh.has_value(), depth = D.has_value();
   const int64_t nGH = fgr ? wgh->size(0) : 0;
-  // the row kernel reads rows through raw pointers: every buffer needs contiguous rows
-  auto rows_ok = [](const at::Tensor& t) { return t.stride(t.dim() - 1) == 1; };
-  for (const at::Tensor& t : {A, C, DH, dc_a, dc_b}) {
-    TORCH_CHECK(rows_ok(t), "lstm_backward_loop: buffers must have contiguous rows");
-  }
-  for (const c10::optional<at::Tensor>& t : {TC, E, D, below, dbelow}) {
-    TORCH_CHECK(!t.has_value() || rows_ok(*t), "lstm_backward_loop: buffers must have contiguous rows");
-  }
-  at::Tensor dca = dc_a, dcb = dc_b;
   // fgr's dW_gh = sum_t da_t[:, :nGH]^T a_{t-1}: one GEMM per chunk of `chunk` steps rather than one per step
   // (a rank-b update of a (nGH, nGH) matrix each step is bound by memory, not arithmetic, for small batches).
   // a_{t-1} is overwritten with gradients one step later, so each step copies its live rows into the chunk
-  // buffer S; the da rows come from A itself, zero past b (above), so S's rows there do not count.
+  // buffer S; the da rows come from A itself, zero past b, so S's rows there do not count. Then
+  // E = da_t[:, :nGH] W_gh, the carry of step t-1. On the calling thread, after step t.
   const int64_t kc = fgr ? std::max<int64_t>(1, std::min<int64_t>(T, chunk)) : 0;
   at::Tensor S = fgr ? at::zeros({kc, B, nGH}, A.options()) : at::Tensor();
-  const at::Tensor A2 = fgr ? A.view({T * B, A.size(2)}).narrow(1, 0, nGH) : at::Tensor();  // a view: A changes
+  const at::Tensor A2 = fgr ? A.view({T * B, GH}).narrow(1, 0, nGH) : at::Tensor();  // a view: A changes
+  auto fgr_after = [&](int64_t t) {
+    if (!fgr) return;
+    const int64_t b = bs.empty() ? B : bs[t];
+    at::Tensor dag = A.select(0, t).narrow(0, 0, b).narrow(1, 0, nGH);
+    at::Tensor a_prev = t == 0 ? a0->narrow(0, 0, b) : A.select(0, t - 1).narrow(0, 0, b).narrow(1, 0, nGH);
+    const int64_t slot = t % kc;  // chunks [t0, t0 + kc) with t0 a multiple of kc, filled from the top
+    S.select(0, slot).narrow(0, 0, b).copy_(a_prev);
+    if (slot == 0) {  // the chunk's first step: its kc (or fewer, at the end) steps in one GEMM
+      const int64_t n = std::min(kc, T - t);
+      dwgh->addmm_(A2.narrow(0, t * B, n * B).t(), S.narrow(0, 0, n).reshape({n * B, nGH}));
+    }
+    at::Tensor eo = E->narrow(0, 0, b);
+    at::mm_out(eo, dag, *wgh);
+  };
+  constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
+  if constexpr (vec_type) {
+    // float, double: dh_t += da_{t+1} W_hh fused with the step's elementwise part, panel by panel of hidden
+    // units (gemv_tiles: W_hh (GH, H) packed with K = GH), like the forward; the two thread splits of
+    // step_loop (fgr: panels, its E GEMM runs between steps).
+    constexpr int L = Vec<scalar_t>::L;
+    // tiles of 6 rows x 4 vectors (units g * H/4 + p * L + l, g < 4) where 4 divides H, else 12 rows x 1
+    const int NB = H % 4 == 0 ? 4 : 1;
+    const int64_t Hs = H / NB;
+    const at::Tensor packed_t = pack_recurrent<scalar_t>(whh, NB, Hs);
+    const scalar_t* packed = packed_t.data_ptr<scalar_t>();
+    const at::Tensor dcs = dcseq.has_value() ? dcseq->contiguous() : at::Tensor();
+    scalar_t* Ap = A.data_ptr<scalar_t>();
+    const int64_t sA = A.stride(0), sa = A.stride(1);
+    const scalar_t* Cp = C.data_ptr<scalar_t>();
+    const scalar_t* TCp = TC.has_value() ? TC->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* DHp = DH.data_ptr<scalar_t>();
+    const scalar_t* DSp = dcseq.has_value() ? dcs.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* Ep = fgr ? E->data_ptr<scalar_t>() : nullptr;
+    scalar_t* Dp = depth ? D->data_ptr<scalar_t>() : nullptr;
+    const int64_t sD = depth ? D->stride(0) : 0, sd = depth ? D->stride(1) : 0;
+    const scalar_t* BLp = depth ? below->data_ptr<scalar_t>() : nullptr;
+    scalar_t* DBLp = depth ? dbelow->data_ptr<scalar_t>() : nullptr;
+    scalar_t* dcA = dc_a.data_ptr<scalar_t>();
+    scalar_t* dcB = dc_b.data_ptr<scalar_t>();
+    auto step = [&](int64_t t, int64_t j, int64_t nj) {
+      const int64_t b = bs.empty() ? B : bs[t];
+      const int64_t b1 = t == T - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
+      const bool even = (T - 1 - t) % 2 == 0;  // the carries alternate: dc_t in one, dc_{t-1} into the other
+      const scalar_t* dcur = even ? dcA : dcB;
+      scalar_t* dnext = even ? dcB : dcA;
+      scalar_t* at_ = Ap + t * sA;
+      rows_past(b, B, j, nj, [&](int64_t r) {  // rows past their end: no gradient (A holds their projections)
+        std::fill(at_ + r * sa, at_ + r * sa + GH, scalar_t(0));
+        if (depth) std::fill(Dp + t * sD + r * sd, Dp + t * sD + r * sd + H, scalar_t(0));
+      });
+      auto epi = [&](int64_t r, int64_t u0, int64_t U, const scalar_t* tile) {
+        const scalar_t* dh = DHp + (t * B + r) * H + u0;
+        const int64_t o = (t * B + r) * H + u0;  // (T, B, H) buffers at step t, row r, unit u0
+        LstmBackRow<scalar_t> rw{at_ + r * sa + u0, Cp + o, Cp + o + B * H, TCp ? TCp + o : nullptr,
+                                 dcur + r * H + u0, DSp ? DSp + o : nullptr, Ep ? Ep + r * nGH + u0 : nullptr,
+                                 dnext + r * H + u0, depth ? Dp + t * sD + r * sd + u0 : nullptr,
+                                 depth ? BLp + o : nullptr, depth ? DBLp + o : nullptr};
+        if constexpr (std::is_same<scalar_t, float>::value) {  // in vector registers
+          if (U == L) return lstm_units_backward_v16(k, rw, tile ? ld16(dh) + ld16(tile) : ld16(dh), u0);
+        }
+        alignas(64) acc_t dhv[L];
+        alignas(64) acc_t work[(2 * 4 + 8) * L];
+        for (int64_t q = 0; q < U; ++q) dhv[q] = acc_t(dh[q]) + (tile ? acc_t(tile[q]) : acc_t(0));
+        lstm_units_backward<scalar_t, acc_t>(k, rw, dhv, U, u0, work);
+      };
+      const scalar_t* lhs = Ap + std::min(t + 1, T - 1) * sA;  // da_{t+1}, rows below b1
+      step_panels<scalar_t>(Hs, b * L * GH * NB, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+        if (NB == 4) gemv_tiles<scalar_t, 4>(packed, GH, Hs, lhs, sa, GH, b, b1, p0, p1, jj, nn, epi);
+        else gemv_tiles<scalar_t, 1>(packed, GH, Hs, lhs, sa, GH, b, b1, p0, p1, jj, nn, epi);
+      });
+    };
+    step_loop<scalar_t>(T, B, H, GH * H * int64_t(sizeof(scalar_t)), true, !fgr, step, fgr_after);
+    if ((T - 1) % 2 == 0) dc_a.copy_(dc_b);  // step 0 wrote dc_0 into dc_b
+    return;
+  }
+  at::Tensor dca = dc_a, dcb = dc_b;
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t b = bs.empty() ? B : bs[t];
     const int64_t b1 = t == T - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
@@ -914,26 +1132,55 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
       bl = below->select(0, t).narrow(0, 0, b);
       dbl = dbelow->select(0, t).narrow(0, 0, b);
     }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "lstm_step_backward", [&] {
-      lstm_step_backward_impl<scalar_t>(a, C.select(0, t).narrow(0, 0, b), C.select(0, t + 1).narrow(0, 0, b), hc,
-                                        dh, dc, dcn, e, p_if, p_o, dt, bl, dbl, w_cd, w_ld, flags);
-    });
-    if (fgr) {
-      at::Tensor dag = a.narrow(1, 0, nGH);
-      at::Tensor a_prev = t == 0 ? a0->narrow(0, 0, b) : A.select(0, t - 1).narrow(0, 0, b).narrow(1, 0, nGH);
-      const int64_t slot = t % kc;  // chunks [t0, t0 + kc) with t0 a multiple of kc, filled from the top
-      at::Tensor srow = S.select(0, slot);
-      srow.narrow(0, 0, b).copy_(a_prev);
-      if (slot == 0) {  // the chunk's first step: its kc (or fewer, at the end) steps in one GEMM
-        const int64_t n = std::min(kc, T - t);
-        dwgh->addmm_(A2.narrow(0, t * B, n * B).t(), S.narrow(0, 0, n).reshape({n * B, nGH}));
-      }
-      at::Tensor eo = E->narrow(0, 0, b);
-      at::mm_out(eo, dag, *wgh);
-    }
+    lstm_step_backward_impl<scalar_t>(a, C.select(0, t).narrow(0, 0, b), C.select(0, t + 1).narrow(0, 0, b), hc, dh,
+                                      dc, dcn, e, dt, bl, dbl, k);
+    fgr_after(t);
     std::swap(dca, dcb);
   }
   if (!dca.is_same(dc_a)) dc_a.copy_(dca);
+}
+
+// A (T, B, GH) saved activations -> pre-activation gradients; D likewise for dglstm. DH (T, B, H) dh of every
+// step (output and final-state gradients; the bfloat16/half loop overwrites it). dc_a, dc_b (B, H): the dc
+// carry, both holding dc_T; on return dc_a holds dc_0. E (B, nGH): fgr's carry, holding da_T.
+void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<at::Tensor>& TC, at::Tensor DH,
+                        at::Tensor dc_a, at::Tensor dc_b, const c10::optional<at::Tensor>& dcseq,
+                        const at::Tensor& whh, const c10::optional<at::Tensor>& wgh,
+                        const c10::optional<at::Tensor>& a0, c10::optional<at::Tensor> E,
+                        c10::optional<at::Tensor> dwgh, const c10::optional<at::Tensor>& p_if,
+                        const c10::optional<at::Tensor>& p_o, c10::optional<at::Tensor> D,
+                        const c10::optional<at::Tensor>& below, c10::optional<at::Tensor> dbelow,
+                        const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld,
+                        at::IntArrayRef bs, int64_t flags, int64_t chunk) {
+  TORCH_CHECK(A.device().is_cpu() && A.dim() == 3, "lstm_backward_loop: A must be a CPU (T, B, GH) tensor");
+  const int64_t T = A.size(0), B = A.size(1), H = C.size(2), GH = A.size(2);
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_backward_loop: bs must have T entries");
+  const bool ig = flags & kInputGate, fg = flags & kForgetGate, og = flags & kOutputGate;
+  TORCH_CHECK(GH == (int64_t(og) + int64_t(ig) + int64_t(fg) + 1) * H && whh.size(0) == GH && whh.size(1) == H,
+              "lstm_backward_loop: A (T, B, G*H) and whh (G*H, H) must match the flags and C's H");
+  // the kernels walk these through raw pointers: contiguous (T, B, H) / (B, H) buffers, rows of A and D
+  TORCH_CHECK(A.stride(2) == 1 && A.stride(0) == B * A.stride(1), "lstm_backward_loop: A must have contiguous rows");
+  for (const at::Tensor& t : {C, DH, dc_a, dc_b}) {
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == A.scalar_type(), "lstm_backward_loop: C, DH, dc_a and dc_b "
+                "must be contiguous, of A's dtype");
+  }
+  for (const c10::optional<at::Tensor>& t : {TC, E, below, dbelow, p_if, p_o, w_cd, w_ld}) {
+    TORCH_CHECK(!t.has_value() || (t->is_contiguous() && t->scalar_type() == A.scalar_type()),
+                "lstm_backward_loop: TC, E, below, dbelow and the per-unit weights must be contiguous, of A's dtype");
+  }
+  TORCH_CHECK(!D.has_value() || (D->stride(2) == 1 && D->stride(0) == B * D->stride(1)),
+              "lstm_backward_loop: D must have contiguous rows");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "lstm_backward_loop", [&] {
+    LstmConsts<scalar_t> k{H, GH, p_if.has_value() ? p_if->size(0) : 0, ig, fg, og,
+                           bool(flags & kInputActivation), bool(flags & kOutputActivation),
+                           bool(flags & kCoupled),
+                           p_if.has_value() ? p_if->data_ptr<scalar_t>() : nullptr,
+                           p_o.has_value() ? p_o->data_ptr<scalar_t>() : nullptr,
+                           w_cd.has_value() ? w_cd->data_ptr<scalar_t>() : nullptr,
+                           w_ld.has_value() ? w_ld->data_ptr<scalar_t>() : nullptr};
+    lstm_backward_loop_impl<scalar_t>(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh, D, below, dbelow, bs,
+                                      k, chunk);
+  });
 }
 
 // ---------------------------------------------------------------- GRU family, reset before the matmul
@@ -1054,64 +1301,6 @@ inline T relu_keep_nan(T x) {
   return x;
 }
 
-// For the rows j, j + nj, ... below m (cnt of them) and the panels [p0, p1): tile = lhs rows (stride H,
-// K columns) x the panel of W packed (npan, H, 1, L); calls epi(r, p, tile) with the row's L values
-// (tile == nullptr for the rows at or past `mg`, which have no GEMM term).
-template <typename T, typename Epi>
-void elman_tiles(const T* packed, const T* lhs, int64_t H, int64_t K, int64_t m, int64_t mg, int64_t p0, int64_t p1,
-                 int64_t j, int64_t nj, const Epi& epi) {
-  constexpr int L = Vec<T>::L;
-  constexpr int MR = tile_rows(1);
-  const int64_t cnt = m > j ? (m - j + nj - 1) / nj : 0;        // rows of this call
-  const int64_t cg = mg > j ? std::min(cnt, (mg - j + nj - 1) / nj) : 0;  // ... of which with a GEMM term
-  alignas(64) T out[MR * L];
-  const T* rows[MR];
-  for (int64_t p = p0; p < p1; ++p) {
-    const T* wp = packed + p * H * L;
-    for (int64_t i0 = 0; i0 < cg; i0 += MR) {
-      const int64_t n = std::min<int64_t>(MR, cg - i0);
-      for (int i = 0; i < n; ++i) rows[i] = lhs + (j + (i0 + i) * nj) * H;
-      if (K > 0) {
-        gemm_rows<T, MR, 1, 0>(int(n), rows, wp, K, nullptr, nullptr, 0, out);
-      } else {
-        std::fill(out, out + n * L, T(0));
-      }
-      for (int64_t i = 0; i < n; ++i) epi(j + (i0 + i) * nj, p, out + i * L);
-    }
-    for (int64_t i = cg; i < cnt; ++i) epi(j + i * nj, p, static_cast<const T*>(nullptr));
-  }
-}
-
-// Runs step(t, j, nj) for t in [0, T) (forward) or T-1 .. 0 (backward): each thread owning rows j, j + nth, ...
-// for the whole loop (one parallel region) where rows line up with cache lines and W_hh stays in L2, else
-// all rows at every step with the panels split between threads (nj == 0).
-template <typename T, typename Step>
-void elman_loop(int64_t T_, int64_t B, int64_t H, bool backward, const Step& step) {
-  const int64_t nth = at::get_num_threads();
-  const bool by_rows = B >= kRowsPerThread * nth && (H * int64_t(sizeof(T))) % 64 == 0 &&
-                       H * H * int64_t(sizeof(T)) <= kRowsMaxWeightBytes;
-  auto run = [&](int64_t j, int64_t nj) {
-    for (int64_t s = 0; s < T_; ++s) step(backward ? T_ - 1 - s : s, j, nj);
-  };
-  if (by_rows) {
-    at::parallel_for(0, nth, 1, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) run(j, nth);
-    });
-  } else {
-    run(0, 0);
-  }
-}
-
-// The panels of one step for the rows j, j + nj, ... (nj == 0: all rows, panels split between threads)
-template <typename T, typename F>
-void elman_panels(int64_t H, int64_t work_per_panel, int64_t j, int64_t nj, const F& f) {
-  constexpr int L = Vec<T>::L;
-  const int64_t npan = (H + L - 1) / L;
-  if (nj > 0) return f(int64_t(0), npan, j, nj);
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(work_per_panel, 1));
-  at::parallel_for(0, npan, grain, [&](int64_t p0, int64_t p1) { f(p0, p1, int64_t(0), int64_t(1)); });
-}
-
 template <typename T>
 void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at::Tensor& h0, at::IntArrayRef units,
                              at::IntArrayRef bs, bool relu) {
@@ -1121,16 +1310,14 @@ void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at
   const at::Tensor h0c = h0.contiguous();
   const T* packed = packed_t.data_ptr<T>();
   T* Hp = Hout.data_ptr<T>();
-  elman_loop<T>(T_, B, H, false, [&](int64_t t, int64_t j, int64_t nj) {
+  step_loop<T>(T_, B, H, H * H * int64_t(sizeof(T)), false, true, [&](int64_t t, int64_t j, int64_t nj) {
     const int64_t b = bs.empty() ? B : bs[t], u = units.empty() ? H : units[t];
     const int64_t pu = (u + L - 1) / L;  // panels with ticking units
     T* ht = Hp + t * B * H;  // holds the input projection, becomes h_t
     const T* hp = t == 0 ? h0c.data_ptr<T>() : Hp + (t - 1) * B * H;
-    const int64_t js = nj == 0 ? 0 : j, ns = std::max<int64_t>(nj, 1);
-    for (int64_t r = js + (b - js + ns - 1) / ns * ns; r < B; r += ns)  // past a sequence's end: zero
-      std::fill(ht + r * H, ht + (r + 1) * H, T(0));
-    auto epi = [&](int64_t r, int64_t p, const T* tile) {
-      const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0), uc = std::max<int64_t>(0, std::min(U, u - u0));
+    rows_past(b, B, j, nj, [&](int64_t r) { std::fill(ht + r * H, ht + (r + 1) * H, T(0)); });  // past the end: 0
+    auto epi = [&](int64_t r, int64_t u0, int64_t U, const T* tile) {
+      const int64_t uc = std::max<int64_t>(0, std::min(U, u - u0));
       T* h = ht + r * H + u0;
       const T* hprev = hp + r * H + u0;
       if constexpr (std::is_same<T, float>::value) {
@@ -1142,14 +1329,14 @@ void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at
       for (int64_t k = 0; k < uc; ++k) h[k] = relu ? relu_keep_nan(tile[k] + h[k]) : std::tanh(tile[k] + h[k]);
       for (int64_t k = uc; k < U; ++k) h[k] = hprev[k];  // modules that do not tick keep their state
     };
-    elman_panels<T>(H, b * L * H, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
-      elman_tiles<T>(packed, hp, H, H, b, b, p0, std::min(p1, pu), jj, nn, epi);
+    step_panels<T>(H, b * L * H, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      gemv_tiles<T, 1>(packed, H, H, hp, H, H, b, b, p0, std::min(p1, pu), jj, nn, epi);
       for (int64_t r = jj; r < b; r += nn) {  // panels where no unit ticks: copies
         const int64_t c0 = std::max(p0, pu) * L, c1 = std::min(p1 * L, H);
         if (c0 < c1) std::copy(hp + r * H + c0, hp + r * H + c1, ht + r * H + c0);
       }
     });
-  });
+  }, [](int64_t) {});
 }
 
 template <typename T>
@@ -1163,18 +1350,16 @@ void elman_backward_loop_impl(at::Tensor& DH, at::Tensor& dh0, const at::Tensor&
   T* D = DH.data_ptr<T>();
   T* D0 = dh0.data_ptr<T>();
   const T* Hp = Hout.data_ptr<T>();
-  elman_loop<T>(T_, B, H, true, [&](int64_t t, int64_t j, int64_t nj) {
+  step_loop<T>(T_, B, H, H * H * int64_t(sizeof(T)), true, true, [&](int64_t t, int64_t j, int64_t nj) {
     const int64_t b = bs.empty() ? B : bs[t], u = units.empty() ? H : units[t];
     const int64_t b1 = t == T_ - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
     const int64_t u1 = t == T_ - 1 ? 0 : (units.empty() ? H : units[t + 1]);
     T* dt = D + t * B * H;
     T* dprev = t == 0 ? D0 : D + (t - 1) * B * H;
     const T* ht = Hp + t * B * H;
-    const int64_t js = nj == 0 ? 0 : j, ns = std::max<int64_t>(nj, 1);
-    for (int64_t r = js + (b - js + ns - 1) / ns * ns; r < B; r += ns)  // rows past their end: no gradient
-      std::fill(dt + r * H, dt + (r + 1) * H, T(0));
-    auto epi = [&](int64_t r, int64_t p, const T* tile) {
-      const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0), uc = std::max<int64_t>(0, std::min(U, u - u0));
+    rows_past(b, B, j, nj, [&](int64_t r) { std::fill(dt + r * H, dt + (r + 1) * H, T(0)); });  // no gradient
+    auto epi = [&](int64_t r, int64_t u0, int64_t U, const T* tile) {
+      const int64_t uc = std::max<int64_t>(0, std::min(U, u - u0));
       T* d = dt + r * H + u0;
       const T* h = ht + r * H + u0;
       T* dp = dprev + r * H + u0;
@@ -1188,10 +1373,10 @@ void elman_backward_loop_impl(at::Tensor& DH, at::Tensor& dh0, const at::Tensor&
         }
       }
     };
-    elman_panels<T>(H, b * L * u1, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
-      elman_tiles<T>(packed, D + (t + 1 < T_ ? (t + 1) : t) * B * H, H, u1, b, b1, p0, p1, jj, nn, epi);
+    step_panels<T>(H, b * L * u1, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      gemv_tiles<T, 1>(packed, H, H, D + (t + 1 < T_ ? (t + 1) : t) * B * H, H, u1, b, b1, p0, p1, jj, nn, epi);
     });
-  });
+  }, [](int64_t) {});
 }
 
 void check_elman(const at::Tensor& X, const at::Tensor& W, const char* what) {
