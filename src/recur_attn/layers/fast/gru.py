@@ -274,44 +274,12 @@ class GRUBeforeSequence(torch.autograd.Function):
         k1 = w1.shape[0]
         dev, dt = A.device, A.dtype
         DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)
-        t1 = torch.empty(B, H, device=dev, dtype=dt)
-        t2 = torch.empty(B, H, device=dev, dtype=dt)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
-        for t in range(T - 1, -1, -1):
-            b = B if bs is None else bs[t]
-            b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-            if b < B:  # rows past their end: no gradient (A holds their projections)
-                A[t, b:].zero_()
-            dh = DH[t, :b]
-            if b1:
-                dh[:b1].addmm_(A[t + 1, :b1, :k1], w1)
-                if cfg.z_from == "tanh_h":
-                    # z_{t+1} reads tanh(h_t): d/dh = (da_z W_hz) (1 - tanh(h_t)^2)
-                    th = TH[t + 1, :b1]
-                    g = torch.mm(A[t + 1, :b1, H:2 * H], wz, out=t2[:b1])
-                    dh[:b1].add_(g)
-                    g.mul_(th)
-                    dh[:b1].addcmul_(g, th, value=-1)
-            a = A[t, :b]
-            r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-            hp = h0[:b] if t == 0 else Hout[t - 1, :b]
-            dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
-            if cfg.keep_z:  # h = n + z (h_prev - n)
-                dz = torch.sub(hp, n, out=t1[:b]).mul_(dh)
-                dprev.addcmul_(dh, z)
-                dn = dh.sub_(dh * z)
-            else:  # h = h_prev + z (n - h_prev)
-                dz = torch.sub(n, hp, out=t1[:b]).mul_(dh)
-                dprev.add_(dh).addcmul_(dh, z, value=-1)
-                dn = dh.mul_(z)
-            torch.mul(n, n, out=t2[:b])
-            torch.addcmul(dn, dn, t2[:b], value=-1, out=n)  # da_n
-            drh = torch.mm(n, wn, out=t2[:b])  # d(r * h_prev)
-            dprev.addcmul_(drh, r)
-            rz = a[:, :2 * H]
-            torch.addcmul(rz, rz, rz, value=-1, out=rz)
-            r.mul_(drh).mul_(hp)
-            z.mul_(dz)
+        if native.enabled_for(A):  # the same loop in C++ (CPU)
+            native.gru_before_backward_loop(A, DH, dh0, Hout, h0.contiguous(), w1, wz, TH, wn, bs or [],
+                                            cfg.keep_z)
+        else:
+            _before_backward_steps(cfg, bs, A, DH, dh0, Hout, h0, w1, wz, TH, wn)
         dh0.addmm_(A[0, :, :k1], w1)
         if cfg.z_from == "tanh_h":
             g = torch.mm(A[0, :, H:2 * H], wz)
@@ -326,3 +294,49 @@ class GRUBeforeSequence(torch.autograd.Function):
             dwz = torch.mm(flatA[:, H:2 * H].t(), TH.reshape(-1, H))
         dwn = torch.mm(flatA[:, 2 * H:].t(), RH.reshape(-1, H))
         return None, None, None, dxw.view(ctx.xw_shape), dw1, dwz, dwn, dh0
+
+
+def _before_backward_steps(cfg, bs, A, DH, dh0, Hout, h0, w1, wz, TH, wn):
+    """The backward step loop of GRUBeforeSequence with torch ops (CUDA, or CPU without the C++ kernels): A
+    becomes the pre-activation gradients, DH[t-1] and dh0 receive the gradients that reach h_{t-1}."""
+    T, B, _ = A.shape
+    H = cfg.H
+    k1 = w1.shape[0]
+    dev, dt = A.device, A.dtype
+    t1 = torch.empty(B, H, device=dev, dtype=dt)
+    t2 = torch.empty(B, H, device=dev, dtype=dt)
+    for t in range(T - 1, -1, -1):
+        b = B if bs is None else bs[t]
+        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+        if b < B:  # rows past their end: no gradient (A holds their projections)
+            A[t, b:].zero_()
+        dh = DH[t, :b]
+        if b1:
+            dh[:b1].addmm_(A[t + 1, :b1, :k1], w1)
+            if cfg.z_from == "tanh_h":
+                # z_{t+1} reads tanh(h_t): d/dh = (da_z W_hz) (1 - tanh(h_t)^2)
+                th = TH[t + 1, :b1]
+                g = torch.mm(A[t + 1, :b1, H:2 * H], wz, out=t2[:b1])
+                dh[:b1].add_(g)
+                g.mul_(th)
+                dh[:b1].addcmul_(g, th, value=-1)
+        a = A[t, :b]
+        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        hp = h0[:b] if t == 0 else Hout[t - 1, :b]
+        dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
+        if cfg.keep_z:  # h = n + z (h_prev - n)
+            dz = torch.sub(hp, n, out=t1[:b]).mul_(dh)
+            dprev.addcmul_(dh, z)
+            dn = dh.sub_(dh * z)
+        else:  # h = h_prev + z (n - h_prev)
+            dz = torch.sub(n, hp, out=t1[:b]).mul_(dh)
+            dprev.add_(dh).addcmul_(dh, z, value=-1)
+            dn = dh.mul_(z)
+        torch.mul(n, n, out=t2[:b])
+        torch.addcmul(dn, dn, t2[:b], value=-1, out=n)  # da_n
+        drh = torch.mm(n, wn, out=t2[:b])  # d(r * h_prev)
+        dprev.addcmul_(drh, r)
+        rz = a[:, :2 * H]
+        torch.addcmul(rz, rz, rz, value=-1, out=rz)
+        r.mul_(drh).mul_(hp)
+        z.mul_(dz)

@@ -266,3 +266,10 @@ def elman_backward_loop(DH: Tensor, dh0: Tensor, Hout: Tensor, whh: Tensor, unit
     overwritten with the pre-activation gradients; dh0 receives the gradient that passes from step 0's
     non-ticking units (the GEMM term of step 0 is left to the caller)."""
     torch.ops.recur_attn_native.elman_backward_loop(DH, dh0, Hout, whh, units, bs, relu)
+
+
+def gru_before_backward_loop(A: Tensor, DH: Tensor, dh0: Tensor, Hout: Tensor, h0: Tensor, w1: Tensor,
+                             wz: Tensor | None, TH: Tensor | None, wn: Tensor, bs: list[int], keep_z: bool) -> None:
+    """The backward step loop of :class:`..gru.GRUBeforeSequence` in C++ (see csrc/pointwise.cpp): A becomes the
+    pre-activation gradients, DH is overwritten, dh0 receives step 0's direct gradient."""
+    torch.ops.recur_attn_native.gru_before_backward_loop(A, DH, dh0, Hout, h0, w1, wz, TH, wn, bs, keep_z)

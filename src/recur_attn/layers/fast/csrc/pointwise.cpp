@@ -1279,6 +1279,114 @@ void gru_before_forward_loop(at::Tensor A, const at::Tensor& w1_t, const c10::op
   }
 }
 
+// The backward step loop of ../gru.py's GRUBeforeSequence (gru_cho, MUT1-3), step for step:
+//   dh_t = DH[t] + da_{t+1}[:, :k1] W1  (+ MUT3: (da_z,{t+1} Wz) (1 - th_{t+1}^2), z reading tanh(h_t))
+//   GRU (h = n + z (h_prev - n)): dz = dh (h_prev - n), dprev += dh z,       dn = dh (1 - z)
+//   MUT (h = h_prev + z (n - h_prev)): dz = dh (n - h_prev), dprev += dh (1 - z), dn = dh z
+//   da_n = dn (1 - n^2), da_z = dz z (1 - z);  drh = da_n Wn;  dprev += drh r;  da_r = drh h_prev r (1 - r)
+// A (T, B, 3H) [r, z, n]: activations in, pre-activation gradients out. DH (T, B, H): dh of every step,
+// overwritten (DH[t-1] receives dprev); dh0 (B, H) receives step 0's dprev (the caller adds step 0's GEMM
+// terms). Per step: the GEMMs through ATen, two elementwise passes per row (instead of ~15 torch ops).
+template <typename scalar_t>
+void gru_before_backward_impl(at::Tensor& A, at::Tensor& DH, at::Tensor& dh0, const at::Tensor& Hout,
+                              const at::Tensor& h0, const at::Tensor& w1, const c10::optional<at::Tensor>& wz,
+                              const c10::optional<at::Tensor>& TH, const at::Tensor& wn, at::IntArrayRef bs,
+                              bool keep_z) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = A.size(0), B = A.size(1), H = DH.size(2), k1 = w1.size(0);
+  const int64_t sA = A.stride(0), sa = A.stride(1);
+  at::Tensor G = at::empty({B, H}, A.options());  // da_z Wz (MUT3), then drh
+  scalar_t* Ap = A.data_ptr<scalar_t>();
+  scalar_t* DHp = DH.data_ptr<scalar_t>();
+  scalar_t* D0 = dh0.data_ptr<scalar_t>();
+  const scalar_t* Hp = Hout.data_ptr<scalar_t>();
+  const scalar_t* H0 = h0.data_ptr<scalar_t>();
+  const scalar_t* THp = TH.has_value() ? TH->data_ptr<scalar_t>() : nullptr;
+  scalar_t* Gp = G.data_ptr<scalar_t>();
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    const int64_t b1 = t == T - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
+    if (b < B) A.select(0, t).narrow(0, b, B - b).zero_();  // rows past their end: no gradient
+    at::Tensor dh = DH.select(0, t).narrow(0, 0, b);
+    if (b1) {
+      at::Tensor an = A.select(0, t + 1).narrow(0, 0, b1);
+      dh.narrow(0, 0, b1).addmm_(an.narrow(1, 0, k1), w1);
+      if (wz.has_value()) {  // z_{t+1} reads tanh(h_t)
+        at::Tensor g = G.narrow(0, 0, b1);
+        at::mm_out(g, an.narrow(1, H, H), *wz);
+        const scalar_t* th = THp + (t + 1) * B * H;
+        scalar_t* d = DHp + t * B * H;
+        for_rows<acc_t>(b1, H, 0, [&](int64_t r, acc_t*) {
+          for (int64_t j = 0; j < H; ++j) {
+            const acc_t x = acc_t(th[r * H + j]);
+            d[r * H + j] = scalar_t(acc_t(d[r * H + j]) + acc_t(Gp[r * H + j]) * (acc_t(1) - x * x));
+          }
+        });
+      }
+    }
+    scalar_t* at_ = Ap + t * sA;
+    scalar_t* dht = DHp + t * B * H;
+    scalar_t* dprev = t == 0 ? D0 : DHp + (t - 1) * B * H;
+    const scalar_t* hp = t == 0 ? H0 : Hp + (t - 1) * B * H;
+    for_rows<acc_t>(b, 3 * H, 0, [&](int64_t r, acc_t*) {  // z and n: da_z, da_n; dprev's direct path
+      scalar_t* z = at_ + r * sa + H;
+      scalar_t* n = z + H;
+      const scalar_t* d = dht + r * H;
+      const scalar_t* hr = hp + r * H;
+      scalar_t* dp = dprev + r * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const acc_t dv = acc_t(d[j]), zv = acc_t(z[j]), nv = acc_t(n[j]), hv = acc_t(hr[j]);
+        acc_t dz, dn;
+        if (keep_z) {
+          dz = dv * (hv - nv);
+          dp[j] = scalar_t(acc_t(dp[j]) + dv * zv);
+          dn = dv * (acc_t(1) - zv);
+        } else {
+          dz = dv * (nv - hv);
+          dp[j] = scalar_t(acc_t(dp[j]) + dv * (acc_t(1) - zv));
+          dn = dv * zv;
+        }
+        n[j] = scalar_t(dn * (acc_t(1) - nv * nv));
+        z[j] = scalar_t(dz * zv * (acc_t(1) - zv));
+      }
+    });
+    at::Tensor drh = G.narrow(0, 0, b);
+    at::mm_out(drh, A.select(0, t).narrow(0, 0, b).narrow(1, 2 * H, H), wn);
+    for_rows<acc_t>(b, 2 * H, 0, [&](int64_t r, acc_t*) {  // r: da_r; dprev through r * h_prev
+      scalar_t* rr = at_ + r * sa;
+      const scalar_t* g = Gp + r * H;
+      const scalar_t* hr = hp + r * H;
+      scalar_t* dp = dprev + r * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const acc_t rv = acc_t(rr[j]), gv = acc_t(g[j]);
+        dp[j] = scalar_t(acc_t(dp[j]) + gv * rv);
+        rr[j] = scalar_t(gv * acc_t(hr[j]) * rv * (acc_t(1) - rv));
+      }
+    });
+  }
+}
+
+void gru_before_backward_loop(at::Tensor A, at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout, const at::Tensor& h0,
+                              const at::Tensor& w1, const c10::optional<at::Tensor>& wz,
+                              const c10::optional<at::Tensor>& TH, const at::Tensor& wn, at::IntArrayRef bs,
+                              bool keep_z) {
+  TORCH_CHECK(A.device().is_cpu() && A.dim() == 3 && A.stride(2) == 1 && A.stride(0) == A.size(1) * A.stride(1),
+              "gru_before_backward_loop: A must be a CPU (T, B, 3H) tensor with contiguous rows");
+  const int64_t T = A.size(0), B = A.size(1);
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "gru_before_backward_loop: bs must have T entries");
+  for (const at::Tensor& t : {DH, dh0, Hout, h0}) {
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == A.scalar_type(), "gru_before_backward_loop: DH, dh0, Hout "
+                "and h0 must be contiguous, of A's dtype");
+  }
+  TORCH_CHECK(DH.size(0) == T && DH.size(1) == B && A.size(2) == 3 * DH.size(2) && h0.size(0) == B,
+              "gru_before_backward_loop: A (T, B, 3H), DH and Hout (T, B, H), h0 and dh0 (B, H)");
+  TORCH_CHECK(wz.has_value() == TH.has_value() && (!TH.has_value() || TH->is_contiguous()),
+              "gru_before_backward_loop: MUT3 needs wz and a contiguous TH");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "gru_before_backward_loop", [&] {
+    gru_before_backward_impl<scalar_t>(A, DH, dh0, Hout, h0, w1, wz, TH, wn, bs, keep_z);
+  });
+}
+
 // ------------------------------------------------------------------ Elman networks and clockwork
 // The forward and backward step loops of ../rnn.py (rnn_tanh, rnn_relu, clockwork) for float and double,
 // with the recurrent GEMM fused with the step's elementwise part like the LSTM family's (W_hh packed
@@ -1418,6 +1526,9 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
       "Tensor? p_o, Tensor(g!)? D, Tensor? below, Tensor(h!)? dbelow, Tensor? w_cd, Tensor? w_ld, int[] bs, "
       "int flags, int chunk) -> ()");
+  m.def(
+      "gru_before_backward_loop(Tensor(a!) A, Tensor(b!) DH, Tensor(c!) dh0, Tensor Hout, Tensor h0, Tensor w1, "
+      "Tensor? wz, Tensor? TH, Tensor wn, int[] bs, bool keep_z) -> ()");
   m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
   m.def(
       "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
@@ -1431,6 +1542,7 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_forward_loop", &lstm_forward_loop);
   m.impl("gru_before_forward_loop", &gru_before_forward_loop);
   m.impl("lstm_backward_loop", &lstm_backward_loop);
+  m.impl("gru_before_backward_loop", &gru_before_backward_loop);
   m.impl("elman_forward_loop", &elman_forward_loop);
   m.impl("elman_backward_loop", &elman_backward_loop);
 }
