@@ -30,6 +30,18 @@ from .common import final_states as _finals
 from .common import chunk_steps, stash, take, tanh_, tanh_out
 
 
+def _backward_steps_rows(A: Tensor, bs):
+    """(t, b, b1) for t = T-1 .. 0: the rows alive at step t and at step t+1 (0 at the last step); A[t]'s rows
+    past their end (which hold their input projections) are zeroed first: they get no gradient."""
+    T, B = A.shape[0], A.shape[1]
+    for t in range(T - 1, -1, -1):
+        b = B if bs is None else bs[t]
+        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+        if b < B:
+            A[t, b:].zero_()
+        yield t, b, b1
+
+
 # ============================================================ nn.GRU's form
 def gru_after_forward(bs, inp, wih, bias, whh, bhn, h0, save: bool):
     """inp (T, B, I); wih (3H, I); bias = b_ih + [b_hr, b_hz, 0]; whh (3H, H); bhn = b_hn (H,).
@@ -90,11 +102,7 @@ class GRUAfterSequence(torch.autograd.Function):
         t1 = torch.empty(B, H, device=dev, dtype=dt)
         t2 = torch.empty(B, H, device=dev, dtype=dt)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
-        for t in range(T - 1, -1, -1):
-            b = B if bs is None else bs[t]
-            b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-            if b < B:  # rows past their end: no gradient (A holds their projections)
-                A[t, b:].zero_()
+        for t, b, b1 in _backward_steps_rows(A, bs):
             dh = DH[t, :b]
             if b1:
                 dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
@@ -299,17 +307,13 @@ class GRUBeforeSequence(torch.autograd.Function):
 def _before_backward_steps(cfg, bs, A, DH, dh0, Hout, h0, w1, wz, TH, wn):
     """The backward step loop of GRUBeforeSequence with torch ops (CUDA, or CPU without the C++ kernels): A
     becomes the pre-activation gradients, DH[t-1] and dh0 receive the gradients that reach h_{t-1}."""
-    T, B, _ = A.shape
+    B = A.shape[1]
     H = cfg.H
     k1 = w1.shape[0]
     dev, dt = A.device, A.dtype
     t1 = torch.empty(B, H, device=dev, dtype=dt)
     t2 = torch.empty(B, H, device=dev, dtype=dt)
-    for t in range(T - 1, -1, -1):
-        b = B if bs is None else bs[t]
-        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-        if b < B:  # rows past their end: no gradient (A holds their projections)
-            A[t, b:].zero_()
+    for t, b, b1 in _backward_steps_rows(A, bs):
         dh = DH[t, :b]
         if b1:
             dh[:b1].addmm_(A[t + 1, :b1, :k1], w1)

@@ -144,6 +144,18 @@ struct LstmConsts {
   const scalar_t* bias = nullptr;
 };
 
+// A layer's constants from the ops' arguments (flags: the k* bits above; per-unit weights contiguous, or absent)
+template <typename scalar_t>
+LstmConsts<scalar_t> lstm_consts(int64_t H, int64_t GH, int64_t flags, const c10::optional<at::Tensor>& p_if,
+                                 const c10::optional<at::Tensor>& p_o, const c10::optional<at::Tensor>& w_cd,
+                                 const c10::optional<at::Tensor>& w_ld) {
+  auto ptr = [](const c10::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr<scalar_t>() : nullptr; };
+  return LstmConsts<scalar_t>{H, GH, p_if.has_value() ? p_if->size(0) : 0, bool(flags & kInputGate),
+                              bool(flags & kForgetGate), bool(flags & kOutputGate), bool(flags & kInputActivation),
+                              bool(flags & kOutputActivation), bool(flags & kCoupled), ptr(p_if), ptr(p_o),
+                              ptr(w_cd), ptr(w_ld)};
+}
+
 // The elementwise part of one step for the units [u0, u0 + U) of one row. X: those units' gate
 // pre-activations, block q of the present ones (internal order o, i, f, g) at X + q * ws; on return
 // the activations. c_prev, c, tc, h, d, below point at the row's unit u0; work: 6 * U values.
@@ -780,13 +792,7 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
               bias.scalar_type() == P.scalar_type(), "lstm_forward_loop: bias must be a contiguous (G*H [+ H]) "
               "vector of the gate buffer's dtype");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, P.scalar_type(), "lstm_forward_loop", [&] {
-    LstmConsts<scalar_t> k{H, GH, p_if.has_value() ? p_if->size(0) : 0, ig, fg, og,
-                           bool(flags & kInputActivation), bool(flags & kOutputActivation),
-                           bool(flags & kCoupled),
-                           p_if.has_value() ? p_if->data_ptr<scalar_t>() : nullptr,
-                           p_o.has_value() ? p_o->data_ptr<scalar_t>() : nullptr,
-                           w_cd.has_value() ? w_cd->data_ptr<scalar_t>() : nullptr,
-                           w_ld.has_value() ? w_ld->data_ptr<scalar_t>() : nullptr};
+    LstmConsts<scalar_t> k = lstm_consts<scalar_t>(H, GH, flags, p_if, p_o, w_cd, w_ld);
     if constexpr (std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value)
       k.bias = bias.data_ptr<scalar_t>();  // the fused kernel's epilogue adds it
     lstm_forward_loop_impl<scalar_t>(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc, Hout, h0, k,
@@ -1171,13 +1177,7 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
   TORCH_CHECK(!D.has_value() || (D->stride(2) == 1 && D->stride(0) == B * D->stride(1)),
               "lstm_backward_loop: D must have contiguous rows");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "lstm_backward_loop", [&] {
-    LstmConsts<scalar_t> k{H, GH, p_if.has_value() ? p_if->size(0) : 0, ig, fg, og,
-                           bool(flags & kInputActivation), bool(flags & kOutputActivation),
-                           bool(flags & kCoupled),
-                           p_if.has_value() ? p_if->data_ptr<scalar_t>() : nullptr,
-                           p_o.has_value() ? p_o->data_ptr<scalar_t>() : nullptr,
-                           w_cd.has_value() ? w_cd->data_ptr<scalar_t>() : nullptr,
-                           w_ld.has_value() ? w_ld->data_ptr<scalar_t>() : nullptr};
+    LstmConsts<scalar_t> k = lstm_consts<scalar_t>(H, GH, flags, p_if, p_o, w_cd, w_ld);
     lstm_backward_loop_impl<scalar_t>(A, C, TC, DH, dc_a, dc_b, dcseq, whh, wgh, a0, E, dwgh, D, below, dbelow, bs,
                                       k, chunk);
   });
