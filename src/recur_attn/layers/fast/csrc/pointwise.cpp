@@ -1,5 +1,5 @@
-// Fused pointwise steps and forward loops of the LSTM family (the Greff cells, lstm, dglstm) and
-// the reset-before GRU family (gru_cho, MUT1-3) for CPU tensors.
+// The step loops (forward and backward) of the LSTM family (the Greff cells, lstm, dglstm), the
+// reset-before GRU family (gru_cho, MUT1-3) and the Elman cells and clockwork, for CPU tensors.
 //
 // The Python kernels in ../lstm.py run one recurrent GEMM per step (addmm_ into the gate
 // buffer) and then about ten elementwise torch ops; on a CPU each of those is a separate
@@ -19,7 +19,10 @@
 //
 // The forward of the LSTM family (float, double; every cell, fgr included) goes further: fused_step below
 // computes the recurrent GEMM itself, panel by panel of hidden units, and runs this elementwise part on
-// each tile while it is in registers (see "the recurrent GEMM fused with the elementwise step").
+// each tile while it is in registers (see "the recurrent GEMM fused with the elementwise step"). Its
+// backward does the same with dh_t += da_{t+1} W_hh and the elementwise backward (gemv_tiles,
+// lstm_units_backward), as do the Elman/clockwork loops at the end of the file; the GRU family's loops
+// run their GEMMs through ATen and one or two elementwise passes per row and step.
 //
 // Compiled on first use by ../native.py (torch.utils.cpp_extension, -O3 -ffast-math so that
 // tanh vectorises through glibc's libmvec; -fopenmp, without which at::parallel_for runs
