@@ -334,7 +334,7 @@ class Recurrent(nn.Module):
 
     # ------------------------------------------------------------------ reference
     def _forward_reference(self, x: Tensor, state: tuple[Tensor, ...], lengths, record: list | None = None):
-        T, B = x.shape[0], x.shape[1]
+        T = x.shape[0]
         D = self.num_directions
         mask = None
         if lengths is not None and not bool((lengths == T).all()):

@@ -109,6 +109,19 @@ def final_states(Hout: Tensor, lengths: Tensor | None) -> Tensor:
     return Hout[idx, torch.arange(Hout.shape[1], device=Hout.device)]
 
 
+def backward_step_rows(buf: Tensor, bs: list[int] | None):
+    """(t, b, b1) for t = T-1 .. 0 of a backward step loop: the rows alive at step t and at step t+1 (0 at
+    the last step). buf[t]'s rows past their end are zeroed first: they get no gradient (the torch-op
+    loops' gate buffers hold the input projections there, DH the outputs' zero gradients)."""
+    T, B = buf.shape[0], buf.shape[1]
+    for t in range(T - 1, -1, -1):
+        b = B if bs is None else bs[t]
+        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
+        if b < B:
+            buf[t, b:].zero_()
+        yield t, b, b1
+
+
 def dh_buffer(dout, dhT, lengths, T, B, H, dev, dt):
     """dh of every step (T, B, H), contiguous: the output's gradient plus the final state's
     gradient at each sequence's true end. A fresh buffer the backward may overwrite."""

@@ -77,7 +77,6 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
         cfg = LSTMConfig(H, spec.input_gate, spec.forget_gate, spec.output_gate, spec.input_activation,
                          spec.output_activation, spec.peepholes, spec.coupled, spec.full_gate_recurrence)
     order_idx = [blocks.index(n) for n in cfg.order]
-    GH = len(order_idx) * H
     rows = _perm(cell, "hh", order_idx, H, dev)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.cat([p["bias_hh"], p["bias_hh"].new_zeros(H)]) if cfg.depth else p["bias_hh"])
@@ -234,7 +233,7 @@ def forward_fused(rnn, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | N
     """Same contract as ``Recurrent._forward_reference``: x (T, B, I) -> (out (T, B, D*H), state tuple)."""
     from ..recurrent import reverse_padded  # here: recurrent.py imports this package
 
-    T, B = x.shape[0], x.shape[1]
+    T = x.shape[0]
     D = rnn.num_directions
     bs = order = None
     if lengths is not None and bool((lengths == T).all()):

@@ -27,19 +27,7 @@ from torch import Tensor
 from . import native
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
-from .common import chunk_steps, stash, take, tanh_, tanh_out
-
-
-def _backward_steps_rows(A: Tensor, bs):
-    """(t, b, b1) for t = T-1 .. 0: the rows alive at step t and at step t+1 (0 at the last step); A[t]'s rows
-    past their end (which hold their input projections) are zeroed first: they get no gradient."""
-    T, B = A.shape[0], A.shape[1]
-    for t in range(T - 1, -1, -1):
-        b = B if bs is None else bs[t]
-        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-        if b < B:
-            A[t, b:].zero_()
-        yield t, b, b1
+from .common import backward_step_rows, chunk_steps, stash, take, tanh_, tanh_out
 
 
 # ============================================================ nn.GRU's form
@@ -102,7 +90,7 @@ class GRUAfterSequence(torch.autograd.Function):
         t1 = torch.empty(B, H, device=dev, dtype=dt)
         t2 = torch.empty(B, H, device=dev, dtype=dt)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
-        for t, b, b1 in _backward_steps_rows(A, bs):
+        for t, b, b1 in backward_step_rows(A, bs):
             dh = DH[t, :b]
             if b1:
                 dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
@@ -313,7 +301,7 @@ def _before_backward_steps(cfg, bs, A, DH, dh0, Hout, h0, w1, wz, TH, wn):
     dev, dt = A.device, A.dtype
     t1 = torch.empty(B, H, device=dev, dtype=dt)
     t2 = torch.empty(B, H, device=dev, dtype=dt)
-    for t, b, b1 in _backward_steps_rows(A, bs):
+    for t, b, b1 in backward_step_rows(A, bs):
         dh = DH[t, :b]
         if b1:
             dh[:b1].addmm_(A[t + 1, :b1, :k1], w1)

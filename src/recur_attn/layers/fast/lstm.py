@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .common import chunk_steps, from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
+from .common import backward_step_rows, chunk_steps, from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
 
 
 @dataclass(frozen=True)
@@ -330,13 +330,9 @@ def _backward_steps(cfg, bs, A, C, TC, D, DH, dc_a, dc_b, E, dwgh, dcseq, whh, w
     t3 = torch.empty(B, H, device=dev, dtype=dt)
     k_if = cfg.peep_if
     lo_if = H if cfg.output_gate else 0  # first column of the i/f blocks
-    for t in range(T - 1, -1, -1):
-        b = B if bs is None else bs[t]
-        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-        if b < B:  # rows past their end: no gradient (xw holds its projections there)
-            A[t, b:].zero_()
-            if D is not None:
-                D[t, b:].zero_()
+    for t, b, b1 in backward_step_rows(A, bs):  # rows past their end: no gradient (A holds projections there)
+        if b < B and D is not None:
+            D[t, b:].zero_()
         a = A[t, :b]  # activations of step t -> overwritten with d(pre-activations)
         dh = DH[t, :b]
         if b1:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from . import native
+from .common import backward_step_rows
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
 from .common import tanh_
@@ -82,11 +83,7 @@ def _backward_steps(DH, dh0, Hout, whh, bs, units, relu):
     T, B, H = Hout.shape
     dev, dt = Hout.device, Hout.dtype
     t1 = torch.empty(B, H, device=dev, dtype=dt)
-    for t in range(T - 1, -1, -1):
-        b = B if bs is None else bs[t]
-        b1 = 0 if t == T - 1 else (B if bs is None else bs[t + 1])
-        if b < B:  # rows past their end: the output's gradient there does not count
-            DH[t, b:].zero_()
+    for t, b, b1 in backward_step_rows(DH, bs):  # rows past their end: the output's gradient does not count
         dh = DH[t, :b]
         h = Hout[t, :b]
         u = H if units is None else units[t]
