@@ -110,6 +110,26 @@ def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
         _fused_equals_reference(cell, H=H, B=29, layers=1, bidirectional=False, **kw)
 
 
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("vanilla", "dglstm")])
+def test_native_weights_larger_than_l2(cell, two_threads):
+    """H = 512 in float32: 4 MB of packed recurrent weights, so threads take panels and each panel's row
+    tiles prefetch the next panel (a hint only: the numbers must not move), forward and backward."""
+    torch.manual_seed(7)
+    ref = Recurrent(cell, 3, 512, num_layers=2 if cell == "dglstm" else 1, impl="reference")
+    fast = Recurrent(cell, 3, 512, num_layers=2 if cell == "dglstm" else 1, impl="fused")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 14, 3, requires_grad=True)
+    lengths = torch.tensor([3, 1, 2, 3, 3, 2, 1, 3, 2, 3, 1, 3, 3, 2])
+    state = tuple(s.float().requires_grad_() for s in random_state(ref, 14))
+    with native.using("on"):
+        o1, s1, g1 = run(ref, x, state, lengths)
+        o2, s2, g2 = run(fast, x, state, lengths)
+    torch.testing.assert_close(o2, o1, rtol=1e-4, atol=1e-5)
+    for a, b in zip(s2 + g2, s1 + g1):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 100])
 def test_fgr_gate_weight_gradient_in_chunks_of_steps(chunk, monkeypatch):
     """The C++ backward computes fgr's dW_gh with one GEMM per chunk of steps (a buffer of the previous

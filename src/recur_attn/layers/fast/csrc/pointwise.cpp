@@ -351,9 +351,9 @@ at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H) {
 
 // acc[r][g] += sum_k rows[r][k] * wp[k][g] for the first NB of the G blocks: the micro-kernel's k loop
 // (MR x NB vector accumulators in registers once inlined; wp packed (K, NB, L))
-template <typename T, int MR, int G, int NB>
+template <typename T, int MR, int G, int NB, bool PF = false>
 __attribute__((always_inline)) inline void accumulate(typename Vec<T>::type (&acc)[MR][G], const T* const* rows,
-                                                      const T* __restrict__ wp, int64_t K) {
+                                                      const T* __restrict__ wp, int64_t K, const T* pf = nullptr) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::L;
   const T* hr[MR];
@@ -364,6 +364,7 @@ __attribute__((always_inline)) inline void accumulate(typename Vec<T>::type (&ac
     V w[NB];
 #pragma GCC unroll 4
     for (int g = 0; g < NB; ++g) __builtin_memcpy(&w[g], wp + (kk * NB + g) * L, sizeof(V));
+    if constexpr (PF) __builtin_prefetch(pf + kk * L, 0, 2);  // one line of the next panel an iteration
 #pragma GCC unroll 32
     for (int r = 0; r < MR; ++r) {
       const T s = hr[r][kk];
@@ -377,7 +378,7 @@ __attribute__((always_inline)) inline void accumulate(typename Vec<T>::type (&ac
 //   [+ rows2 (MR of fgr's previous gate activations, K2 each) x panel wp2 (K2, G2, L) into the first G2 blocks]
 template <typename T, int MR, int G, int G2>
 inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K, const T* const* rows2,
-                      const T* __restrict__ wp2, int64_t K2, T* __restrict__ out) {
+                      const T* __restrict__ wp2, int64_t K2, T* __restrict__ out, const T* pf = nullptr) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::L;
   V acc[MR][G];
@@ -385,7 +386,8 @@ inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K,
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) acc[r][g] = V{};
-  accumulate<T, MR, G, G>(acc, rows, wp, K);
+  if (pf) accumulate<T, MR, G, G, true>(acc, rows, wp, K, pf);
+  else accumulate<T, MR, G, G>(acc, rows, wp, K);
   if constexpr (G2 > 0) accumulate<T, MR, G, G2>(acc, rows2, wp2, K2);
 #pragma GCC unroll 32
   for (int r = 0; r < MR; ++r)
@@ -397,11 +399,11 @@ inline void gemm_tile(const T* const* rows, const T* __restrict__ wp, int64_t K,
 // batch that MR does not divide computes only its own rows)
 template <typename T, int MR, int G, int G2>
 inline void gemm_rows(int m, const T* const* rows, const T* __restrict__ wp, int64_t K, const T* const* rows2,
-                      const T* __restrict__ wp2, int64_t K2, T* __restrict__ out) {
+                      const T* __restrict__ wp2, int64_t K2, T* __restrict__ out, const T* pf = nullptr) {
   if constexpr (MR > 1) {
-    if (m < MR) return gemm_rows<T, MR - 1, G, G2>(m, rows, wp, K, rows2, wp2, K2, out);
+    if (m < MR) return gemm_rows<T, MR - 1, G, G2>(m, rows, wp, K, rows2, wp2, K2, out, pf);
   }
-  gemm_tile<T, MR, G, G2>(rows, wp, K, rows2, wp2, K2, out);
+  gemm_tile<T, MR, G, G2>(rows, wp, K, rows2, wp2, K2, out, pf);
 }
 
 // fgr's second operand: the previous step's activations of the G2 gated blocks, rows of stride s2,
@@ -412,6 +414,13 @@ struct GateRecurrence {
   int64_t s2 = 0;
   const T* packed = nullptr;
 };
+
+// The forward loop gives each thread its own rows when it has at least this many rows a thread
+constexpr int64_t kRowsPerThread = 4;
+// ... and when the packed recurrent weights fit in a core's L2 cache with room to spare (1 MB: H = 256
+// floats, 4 gates): every thread reads all of them at every step in the row-owned form, half of them
+// (its panels) in the other, which is faster once they no longer stay in L2 (H = 512: 0.92x, 1024: 0.84x)
+constexpr int64_t kRowsMaxWeightBytes = int64_t(1) << 20;
 
 // The rows of the tile kernel: MR = 24 / G (accumulators: MR x G of the 32 vector registers)
 constexpr int tile_rows(int G) { return G == 1 ? 12 : 24 / G; }
@@ -431,6 +440,7 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
   alignas(64) T part[(6 + G) * L];  // a partial panel's c_prev, c, tc, h, d, below, projection
   const T* rows[MR];
   const T* rows2[MR];
+  const bool pf_on = nj == 1 && G2 == 0 && int64_t(G) * H * H * int64_t(sizeof(T)) > kRowsMaxWeightBytes;
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t u0 = p * L, U = std::min<int64_t>(L, H - u0);
     const T* wp = packed + p * H * G * L;
@@ -448,7 +458,11 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
         __builtin_prefetch(st.c_prev + r * H + u0, 0, 3);
         if (st.d) __builtin_prefetch(st.d + r * st.sd + u0, 1, 3), __builtin_prefetch(st.below + r * H + u0, 0, 3);
       }
-      gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out);
+      // weights larger than L2, threads taking panels: the next panel's lines into L2 while this panel's
+      // row tiles run (the first G tiles fetch a G-th of it each, a line per k)
+      const int64_t ti = i0 / MR;
+      const T* pf = pf_on && p + 1 < p1 && ti < G ? wp + H * G * L + ti * H * L : nullptr;
+      gemm_rows<T, MR, G, G2>(int(m), rows, wp, H, rows2, wp2, K2, out, pf);
       for (int64_t i = 0; i < m; ++i) {
         const int64_t r = j + (i0 + i) * nj;
         T* ar = st.a + r * st.sa + u0;  // the row's input projection, G blocks of stride H
@@ -529,12 +543,6 @@ struct PaddedUnits {
   }
 };
 
-// The forward loop gives each thread its own rows when it has at least this many rows a thread
-constexpr int64_t kRowsPerThread = 4;
-// ... and when the packed recurrent weights fit in a core's L2 cache with room to spare (1 MB: H = 256
-// floats, 4 gates): every thread reads all of them at every step in the row-owned form, half of them
-// (its panels) in the other, which is faster once they no longer stay in L2 (H = 512: 0.92x, 1024: 0.84x)
-constexpr int64_t kRowsMaxWeightBytes = int64_t(1) << 20;
 
 // ------------------------------------------------- one-block tiles and the two thread splits of a step loop
 // For the rows j, j + nj, ... below m (cnt of them) and the panels [p0, p1): tiles of lhs rows (row stride ls,
@@ -552,8 +560,9 @@ void gemv_tiles(const T* packed, int64_t kfull, int64_t Hs, const T* lhs, int64_
   const int64_t cg = mg > j ? std::min(cnt, (mg - j + nj - 1) / nj) : 0;  // ... of which with a GEMM term
   alignas(64) T out[MR * NB * L];
   const T* rows[MR];
+  const int64_t panel = kfull * NB * L;
   for (int64_t p = p0; p < p1; ++p) {
-    const T* wp = packed + p * kfull * NB * L;
+    const T* wp = packed + p * panel;
     const int64_t U = std::min<int64_t>(L, Hs - p * L);
     for (int64_t i0 = 0; i0 < cg; i0 += MR) {
       const int64_t n = std::min<int64_t>(MR, cg - i0);
