@@ -422,6 +422,14 @@ constexpr int64_t kRowsPerThread = 4;
 // (its panels) in the other, which is faster once they no longer stay in L2 (H = 512: 0.92x, 1024: 0.84x)
 constexpr int64_t kRowsMaxWeightBytes = int64_t(1) << 20;
 
+// Whether a step loop over B rows of H units gives each thread its own rows (the rule above; w_bytes: the
+// packed recurrent weights): at least kRowsPerThread rows a thread, rows starting cache lines, weights in L2
+template <typename T>
+bool own_rows(int64_t B, int64_t H, int64_t w_bytes) {
+  return B >= kRowsPerThread * at::get_num_threads() && (H * int64_t(sizeof(T))) % 64 == 0 &&
+         w_bytes <= kRowsMaxWeightBytes;
+}
+
 // The rows of the tile kernel: MR = 24 / G (accumulators: MR x G of the 32 vector registers)
 constexpr int tile_rows(int G) { return G == 1 ? 12 : 24 / G; }
 
@@ -588,9 +596,7 @@ template <typename T, typename Step, typename Between>
 void step_loop(int64_t T_, int64_t B, int64_t H, int64_t w_bytes, bool backward, bool rows_ok, const Step& step,
                const Between& between) {
   const int64_t nth = at::get_num_threads();
-  const bool by_rows = rows_ok && B >= kRowsPerThread * nth && (H * int64_t(sizeof(T))) % 64 == 0 &&
-                       w_bytes <= kRowsMaxWeightBytes;
-  if (by_rows) {
+  if (rows_ok && own_rows<T>(B, H, w_bytes)) {
     at::parallel_for(0, nth, 1, [&](int64_t j0, int64_t j1) {
       for (int64_t j = j0; j < j1; ++j)
         for (int64_t s = 0; s < T_; ++s) step(backward ? T_ - 1 - s : s, j, nth);
@@ -734,8 +740,7 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
     const int64_t nth = at::get_num_threads();
     const int64_t w_bytes = (packed.defined() ? packed.numel() : 0) * int64_t(sizeof(scalar_t)) +
                             (packed_gh.defined() ? packed_gh.numel() : 0) * int64_t(sizeof(scalar_t));
-    const bool by_rows = B >= kRowsPerThread * nth && (H * int64_t(sizeof(scalar_t))) % 64 == 0 &&
-                         w_bytes <= kRowsMaxWeightBytes;
+    const bool by_rows = own_rows<scalar_t>(B, H, w_bytes);
     for (int64_t t0 = 0; t0 < T; t0 += tc) {
       project(t0);
       const int64_t t1 = std::min(T, t0 + tc);
