@@ -7,12 +7,14 @@ PIP := $(VENV)/bin/pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-slow test-all bench clean help
+.PHONY: setup train test test-slow test-all test-gpu gpu-check bench clean help
 
 help:
 	@echo "make train      set up .venv and run the default experiment"
 	@echo "make test       set up .venv and run the default test suite (< 5 min)"
 	@echo "make test-slow  the slow tests"
+	@echo "make test-gpu   the CUDA tests (skipped without a GPU)"
+	@echo "make gpu-check  on a GPU machine: the CUDA tests and the benchmark against cuDNN (scripts/gpu_check.sh)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu $(ARGS)
+
+gpu-check: $(STAMP)
+	PYTHON=$(PY) scripts/gpu_check.sh $(ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)

@@ -41,10 +41,10 @@ def make_pair(cell, I=5, H=4, layers=2, bidirectional=True, **kw):
 def run(m, x, state, lengths):
     out, st = m(x, state, lengths=lengths)
     st = st if isinstance(st, tuple) else (st,)
-    gen = torch.Generator().manual_seed(1)
-    loss = (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum()
+    gen = torch.Generator().manual_seed(1)  # the same loss weights on every device
+    loss = (out * torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device)).sum()
     for j, s in enumerate(st):
-        loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=s.dtype)).sum() * (j + 1)
+        loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=s.dtype).to(s.device)).sum() * (j + 1)
     params = list(m.parameters())
     leaves = [x] + list(state) + params
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
@@ -156,7 +156,8 @@ def test_nan_propagates_through_the_fused_relu_rnn(native_mode):
     torch.testing.assert_close(o2.nan_to_num(), o1.nan_to_num())
 
 
-def _fused_equals_reference(cell, H=4, B=4, **kw):
+def _fused_equals_reference(cell, H=4, B=4, device="cpu", **kw):
+    """The fused path (on `device`) against the reference loop on the CPU, float64."""
     ref, fast = make_pair(cell, H=H, **kw)
     T = 7
     torch.manual_seed(2)
@@ -164,8 +165,12 @@ def _fused_equals_reference(cell, H=4, B=4, **kw):
     lengths = torch.tensor([4, 7, 2, 7] * (B // 4) + [5] * (B % 4))  # unsorted, with padding
     state = tuple(s.requires_grad_() for s in random_state(ref, B))
     o1, s1, g1 = run(ref, x, state, lengths)
-    o2, s2, g2 = run(fast, x, state, lengths)
-    assert fast.active_impl == "fused"
+    fast.to(device)
+    leaves = [v.detach().to(device).requires_grad_() for v in (x, *state)]
+    o2, s2, g2 = run(fast, leaves[0], tuple(leaves[1:]), lengths)
+    assert fast.active_impl == "fused" and o2.device.type == torch.device(device).type
+    o2, s2 = o2.cpu(), tuple(v.cpu() for v in s2)
+    g2 = tuple(None if g is None else g.cpu() for g in g2)
     torch.testing.assert_close(o2, o1, rtol=1e-9, atol=1e-10)
     assert (o2[4:, 0] == 0).all() and (o2[2:, 2] == 0).all()
     for a, b in zip(s2, s1):
@@ -271,20 +276,38 @@ def test_backward_twice_is_refused():
     torch.testing.assert_close(m.weight_hh_l0.grad, 2 * g1)
 
 
-@pytest.mark.parametrize("cell", ["vanilla", "fgr", "dglstm", "gru", "mut3", "clockwork"])
-def test_bf16_autocast_through_fused_path(cell):
-    """Under autocast the recurrence runs in bf16 and stays close to float32; gradients reach the weights."""
+# bf16 autocast, every cell: through the C++ kernels ("on", the LSTM and reset-before GRU families) and
+# through the torch-op kernels ("off": the code that runs on CUDA, where the C++ loops do not)
+@pytest.mark.parametrize("cell,native_mode", [pytest.param(c, "on", marks=NO_CXX) for c in NATIVE_CELLS]
+                         + [(c, "off") for c in ALL])
+def test_bf16_autocast_through_fused_path(cell, native_mode):
+    with native.using(native_mode):
+        _bf16_autocast_close_to_float32(cell, "fused", "cpu")
+
+
+def _bf16_autocast_close_to_float32(cell, impl, device):
+    """Under autocast the recurrence runs in bf16 and stays close to float32 (random weights, padded
+    batch, 2 layers); every parameter gets a finite float32 gradient, and it is near float32's."""
     torch.manual_seed(4)
-    m = Recurrent(cell, 6, 8, num_layers=2, impl="fused", **({"num_modules": 2} if cell == "clockwork" else {}))
-    x = torch.randn(5, 3, 6)
-    ref, _ = m(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, _ = m(x, lengths=torch.tensor([5, 3, 4]))
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float()[:, 0], ref[:, 0], atol=0.05, rtol=0.05)
+    m = Recurrent(cell, 6, 8, num_layers=2, impl=impl, **({"num_modules": 2} if cell == "clockwork" else {}))
+    m.to(device)
+    x = torch.randn(5, 3, 6, device=device)
+    lengths = torch.tensor([5, 3, 4])
+    ref, _ = m(x, lengths=lengths)
+    ref.sum().backward()
+    ref_grads = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out, _ = m(x, lengths=lengths)
+    # cuDNN's RNNs cast to float16 under CUDA autocast whatever its dtype (torch's autocast wrapper for
+    # _cudnn_rnn, aten/src/ATen/cudnn/AutocastRNN.cpp), so the five cells "auto" hands to cuDNN may give that
+    lower = (torch.bfloat16, torch.float16) if m.active_impl == "torch" and device == "cuda" else (torch.bfloat16,)
+    assert out.dtype in lower
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
     out.float().sum().backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
-               for p in m.parameters())
+    for (name, p), g in zip(m.named_parameters(), ref_grads):
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+        torch.testing.assert_close(p.grad, g, atol=0.1 * g.abs().max().item() + 1e-3, rtol=0.1, msg=name)
 
 
 @pytest.mark.parametrize("name", ["clockwork", "rnn_relu", "gru_cho", "gru", "vanilla", "dglstm"])
@@ -498,3 +521,33 @@ def test_auto_prefers_the_fused_elman_kernel_on_cpu_only_where_it_is_faster(cell
     assert m.double().active_impl == "fused"
     assert m.to(torch.bfloat16).active_impl == "torch"
     assert Recurrent(cell, 3, 4, impl="torch").active_impl == "torch"
+
+
+# ---------------------------------------------------------------------------------------------- CUDA
+# Skipped without a GPU (CI has none); `make test-gpu` or scripts/gpu_check.sh on a GPU machine. There the
+# fused path runs its torch-op kernels (the C++ loops are CPU-only) and "auto" runs cuDNN for torch's cells.
+CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+ON_CUDA = [pytest.param(c, marks=CUDA) for c in ALL]
+
+
+@pytest.mark.parametrize("cell", ON_CUDA)
+def test_fused_on_cuda_equals_reference(cell):
+    """Outputs, final states and every gradient of the fused path on the GPU (float64) equal the CPU
+    reference loop's: padded batch, 2 layers, bidirectional, non-zero initial state."""
+    _fused_equals_reference(cell, device="cuda")
+
+
+@pytest.mark.parametrize("cell", ON_CUDA)
+def test_bf16_autocast_on_cuda(cell):
+    """What users run on a GPU: impl="auto" (cuDNN for torch's cells, the fused path for the rest) under
+    bf16 autocast, close to float32, with finite float32 gradients."""
+    _bf16_autocast_close_to_float32(cell, "auto", "cuda")
+
+
+@pytest.mark.parametrize("cell", ON_CUDA)
+def test_auto_on_cuda_runs_cudnn_or_the_fused_kernels(cell):
+    m = Recurrent(cell, 3, 4, num_layers=2 if cell == "dglstm" else 1,
+                  **({"num_modules": 2} if cell == "clockwork" else {})).cuda()
+    assert m.active_impl == ("torch" if cell in TORCH_FUSED else "fused")
+    out, _ = m(torch.randn(5, 2, 3, device="cuda"))
+    assert out.is_cuda and torch.isfinite(out).all()
