@@ -252,6 +252,53 @@ def test_auto_runs_the_fused_kernel(cell, monkeypatch):
     assert forward_fused is real
 
 
+@pytest.mark.parametrize("cell", ALL)
+def test_auto_runs_single_steps_on_cpu_with_torch_or_the_cells_step(cell, monkeypatch):
+    """auto on CPU, T == 1 (sampling a token at a time): torch's kernel for torch's cells, the cell's own step
+    for the others, as impl_for says; sequences keep the fast path; impl="fused" is obeyed at T == 1 too. Step
+    by step, carrying the state, the outputs equal one whole-sequence pass."""
+    kw = {"num_modules": 2} if cell == "clockwork" else {}
+    layers = 2 if cell == "dglstm" else 1
+    torch.manual_seed(5)
+    m = Recurrent(cell, 3, 4, num_layers=layers, **kw).double()
+    fused = Recurrent(cell, 3, 4, num_layers=layers, impl="fused", **kw).double()
+    fused.load_state_dict(m.state_dict())
+    single = "torch" if cell in TORCH_FUSED else "reference"
+    assert m.impl_for(1) == single and m.impl_for(1, "cpu") == single
+    assert m.impl_for(5) == m.active_impl != "reference" and fused.impl_for(1) == "fused"
+    assert m.impl_for(1, "cuda") == m.active_impl  # the rule is measured on CPU only
+
+    from recur_attn.layers import recurrent as rec_mod
+    real = rec_mod.forward_fused
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    whole, whole_state = fused(x)
+
+    def no_fused(rnn, *a, **k):
+        assert rnn is fused, f"{cell}: auto ran the fused kernels for a single step"
+        return real(rnn, *a, **k)
+
+    monkeypatch.setattr(rec_mod, "forward_fused", no_fused)
+    if single == "reference":
+        monkeypatch.setattr(m, "_forward_torch", lambda *a: pytest.fail("torch kernel"))
+    else:
+        monkeypatch.setattr(m, "_forward_reference", lambda *a, **k: pytest.fail("reference path"))
+    runs = []
+    for rnn in (m, fused):  # impl="fused" at T == 1: still the fused kernels (no_fused lets it through)
+        state, outs = None, []
+        for t in range(5):
+            out, state = rnn(x[t:t + 1], state)
+            outs.append(out)
+        runs.append((torch.cat(outs), state if isinstance(state, tuple) else (state,)))
+    (o_auto, s_auto), (o_fused, s_fused) = runs
+    torch.testing.assert_close(o_auto, o_fused)
+    for a, b in zip(s_auto, s_fused):
+        torch.testing.assert_close(a, b)
+    if cell != "clockwork":  # each call starts its clock at t = 0, so clockwork's steps are not one pass
+        torch.testing.assert_close(o_auto, whole)
+        for a, b in zip(s_auto, whole_state if isinstance(whole_state, tuple) else (whole_state,)):
+            torch.testing.assert_close(a, b)
+
+
 def test_reference_still_selectable_and_fused_rejects_non_chain_clockwork():
     m = Recurrent("cifg", 3, 4, impl="reference")
     assert m.active_impl == "reference"

@@ -26,8 +26,13 @@ Implementations (``impl``):
     for the five cells above (but "fused" for ``rnn_tanh`` and ``rnn_relu``
     with float32/float64 weights on CPU, outside autocast, when the C++
     kernels are built: there they run in 0.3-0.6x the time of torch's CPU
-    RNN), else "fused" where the cell has a kernel, else "reference".
-    ``active_impl`` says which one runs.
+    RNN), else "fused" where the cell has a kernel, else "reference". On CPU
+    a single step (T == 1: sampling a token at a time) runs "torch" for the
+    five cells and "reference" -- the cell's own step -- for the others: the
+    whole-sequence kernels' set-up per call (the recurrent weights reordered
+    and packed, O(weights)) is not paid back by one step (see
+    ``Recurrent.impl_for``). ``active_impl`` says which one runs for sequences,
+    ``impl_for(T)`` for a given length.
 """
 
 from __future__ import annotations
@@ -172,12 +177,28 @@ class Recurrent(nn.Module):
 
     @property
     def active_impl(self) -> str:
-        """The implementation the next forward will use."""
+        """The implementation the next forward over a sequence (T > 1) will use; ``impl_for`` for one length."""
         if self._records is not None:
             return "reference"
         if self.uses_torch_kernel:
             return "torch"
         return "fused" if self.uses_fused_kernel else "reference"
+
+    def impl_for(self, seq_len: int, device: torch.device | str | None = None) -> str:
+        """The implementation a forward over ``seq_len`` steps on ``device`` (default: the weights') uses.
+
+        ``active_impl``, except that "auto" runs a single step (T == 1) on CPU with torch's kernel for the
+        cells torch implements and with the cell's own step for the others. The whole-sequence kernels
+        spend O(weights) per call before their first step (the recurrent weights reordered into their gate
+        order and packed into panels), which one step does not pay back: at T == 1 the fused path took
+        2-8x the cell's step for the LSTM family, 0.9-1.6x for the GRU family and clockwork, and
+        1.6-2.8x torch's kernel for rnn_tanh (docs/benchmarks.md, "Single steps and short sequences");
+        from T = 2-4 (GRU family, clockwork, B = 64) or 16 (LSTM family, B = 1) on, it is the faster.
+        """
+        dev = torch.device(device) if device is not None else self.cell_params(0)["weight_hh"].device
+        if self._records is None and self.impl == "auto" and seq_len == 1 and dev.type == "cpu":
+            return "torch" if self.cell_name in TORCH_FUSED else "reference"
+        return self.active_impl
 
     @property
     def uses_fused_kernel(self) -> bool:
@@ -283,12 +304,14 @@ class Recurrent(nn.Module):
                     if isinstance(val, Tensor) and self.batch_first:
                         rec[key] = val.transpose(0, 1)
             self._records.extend(recs)
-        elif self.uses_torch_kernel:
-            out, new_state = self._forward_torch(x, state, lengths)
-        elif self.uses_fused_kernel:
-            out, new_state = forward_fused(self, x, state, lengths)
         else:
-            out, new_state = self._forward_reference(x, state, lengths)
+            impl = self.impl_for(T, x.device)
+            if impl == "torch":
+                out, new_state = self._forward_torch(x, state, lengths)
+            elif impl == "fused":
+                out, new_state = forward_fused(self, x, state, lengths)
+            else:
+                out, new_state = self._forward_reference(x, state, lengths)
 
         if packed:
             out = self._repack(out, lengths, sorted_indices, unsorted_indices)

@@ -331,18 +331,17 @@ at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H) {
   at::Tensor packed = at::empty({npan, K, G, L}, w_t.options());  // 64-byte aligned (CPU allocator)
   const T* src = w_t.data_ptr<T>();
   T* dst = packed.data_ptr<T>();
+  // written in order (a k's G vectors of L units, one line each), read down the units: each of the G * L
+  // source rows of a panel is read at k, k + 1, ... in turn, so its lines stay in L1 for 16 (floats) k's
   at::parallel_for(0, npan, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t U = std::min<int64_t>(L, H - p * L);
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t l = 0; l < L; ++l) {
-          T* d = dst + (p * K * G + g) * L + l;  // then + kk * G * L
-          if (l >= U) {  // units past H: zero
-            for (int64_t kk = 0; kk < K; ++kk) d[kk * G * L] = T(0);
-            continue;
-          }
-          const T* s = src + (g * H + p * L + l) * sc;
-          for (int64_t kk = 0; kk < K; ++kk) d[kk * G * L] = s[kk * sk];
+      const int64_t U = std::min<int64_t>(L, H - p * L);  // units past H: zero
+      T* d = dst + p * K * G * L;
+      for (int64_t kk = 0; kk < K; ++kk)
+        for (int64_t g = 0; g < G; ++g, d += L) {
+          const T* s = src + (g * H + p * L) * sc + kk * sk;
+          for (int64_t l = 0; l < U; ++l) d[l] = s[l * sc];
+          for (int64_t l = U; l < L; ++l) d[l] = T(0);
         }
     }
   });
