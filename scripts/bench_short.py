@@ -61,7 +61,7 @@ def measure(cell: str, B: int, T: int, args) -> dict:
                 times[k].append(time_calls(mods[k], x, calls))
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     best = min(med[k] for k in impls_of(cell))
-    return {"cell": cell, "B": B, "T": T, "auto_runs": mods["auto"].impl_for(T), "ms": med, "best": best}
+    return {"cell": cell, "B": B, "T": T, "auto_runs": mods["auto"].impl_for(T, B), "ms": med, "best": best}
 
 
 def render(rows: list[dict], args, title: str) -> str:

@@ -17,7 +17,7 @@ from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
 from recur_attn.layers.fast import FUSED_CELLS, forward_fused, native, reusable_backward
 from recur_attn.layers.fast import common as fast_common
-from recur_attn.layers.recurrent import CPU_FUSED_FIRST, TORCH_FUSED
+from recur_attn.layers.recurrent import CPU_FUSED_FIRST, SINGLE_STEP_LSTM_ROWS, TORCH_FUSED
 
 ALL = sorted(CELLS)
 
@@ -263,10 +263,12 @@ def test_auto_runs_single_steps_on_cpu_with_torch_or_the_cells_step(cell, monkey
     m = Recurrent(cell, 3, 4, num_layers=layers, **kw).double()
     fused = Recurrent(cell, 3, 4, num_layers=layers, impl="fused", **kw).double()
     fused.load_state_dict(m.state_dict())
-    single = "torch" if cell in TORCH_FUSED else "reference"
-    assert m.impl_for(1) == single and m.impl_for(1, "cpu") == single
+    lstm_kernel = TORCH_FUSED.get(cell) == "lstm"  # torch's CPU LSTM: slower than the cell's step for few rows
+    single = "torch" if cell in TORCH_FUSED and not lstm_kernel else "reference"
+    assert m.impl_for(1) == single and m.impl_for(1, 2, "cpu") == single
+    assert m.impl_for(1, SINGLE_STEP_LSTM_ROWS + 1) == ("torch" if cell in TORCH_FUSED else "reference")
     assert m.impl_for(5) == m.active_impl != "reference" and fused.impl_for(1) == "fused"
-    assert m.impl_for(1, "cuda") == m.active_impl  # the rule is measured on CPU only
+    assert m.impl_for(1, 2, "cuda") == m.active_impl  # the rule is measured on CPU only
 
     from recur_attn.layers import recurrent as rec_mod
     real = rec_mod.forward_fused

@@ -28,11 +28,12 @@ Implementations (``impl``):
     kernels are built: there they run in 0.3-0.6x the time of torch's CPU
     RNN), else "fused" where the cell has a kernel, else "reference". On CPU
     a single step (T == 1: sampling a token at a time) runs "torch" for the
-    five cells and "reference" -- the cell's own step -- for the others: the
+    five cells (but "reference" for ``lstm``/``np`` with at most 8 rows) and
+    "reference" -- the cell's own step -- for the others: the
     whole-sequence kernels' set-up per call (the recurrent weights reordered
     and packed, O(weights)) is not paid back by one step (see
     ``Recurrent.impl_for``). ``active_impl`` says which one runs for sequences,
-    ``impl_for(T)`` for a given length.
+    ``impl_for(T, B)`` for a given length and batch.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ IMPLS = ("auto", "torch", "fused", "reference")
 #: docs/benchmarks.md); "auto" runs it there with float32/float64 weights, outside autocast, when the C++
 #: kernels are built, and torch's kernel (cuDNN) everywhere else
 CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu")
+#: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
+#: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
+SINGLE_STEP_LSTM_ROWS = 8
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -184,20 +188,26 @@ class Recurrent(nn.Module):
             return "torch"
         return "fused" if self.uses_fused_kernel else "reference"
 
-    def impl_for(self, seq_len: int, device: torch.device | str | None = None) -> str:
-        """The implementation a forward over ``seq_len`` steps on ``device`` (default: the weights') uses.
+    def impl_for(self, seq_len: int, batch_size: int = 1, device: torch.device | str | None = None) -> str:
+        """The implementation a forward over ``seq_len`` steps of ``batch_size`` rows on ``device`` (default:
+        the weights') uses.
 
         ``active_impl``, except that "auto" runs a single step (T == 1) on CPU with torch's kernel for the
-        cells torch implements and with the cell's own step for the others. The whole-sequence kernels
-        spend O(weights) per call before their first step (the recurrent weights reordered into their gate
-        order and packed into panels), which one step does not pay back: at T == 1 the fused path took
-        2-8x the cell's step for the LSTM family, 0.9-1.6x for the GRU family and clockwork, and
-        1.6-2.8x torch's kernel for rnn_tanh (docs/benchmarks.md, "Single steps and short sequences");
-        from T = 2-4 (GRU family, clockwork, B = 64) or 16 (LSTM family, B = 1) on, it is the faster.
+        cells torch implements and with the cell's own step for the others -- and for ``lstm``/``np`` too
+        when there are at most ``SINGLE_STEP_LSTM_ROWS`` rows. The whole-sequence kernels spend O(weights)
+        per call before their first step (the recurrent weights reordered into their gate order and packed
+        into panels), which one step does not pay back: at T == 1 the fused path took 2-8x the cell's step
+        for the LSTM family, 0.9-1.6x for the GRU family and clockwork, and 1.6-2.8x torch's kernel for
+        rnn_tanh; torch's CPU LSTM took 1.1-1.8x the cell's step at B = 1-4 (docs/benchmarks.md, "Single
+        steps and short sequences"). From T = 2-4 (GRU family, clockwork, B = 64) or 16 (LSTM family,
+        B = 1) on, the fused path is the faster.
         """
         dev = torch.device(device) if device is not None else self.cell_params(0)["weight_hh"].device
         if self._records is None and self.impl == "auto" and seq_len == 1 and dev.type == "cpu":
-            return "torch" if self.cell_name in TORCH_FUSED else "reference"
+            if self.cell_name in TORCH_FUSED and not (TORCH_FUSED[self.cell_name] == "lstm"
+                                                      and batch_size <= SINGLE_STEP_LSTM_ROWS):
+                return "torch"
+            return "reference"
         return self.active_impl
 
     @property
@@ -305,7 +315,7 @@ class Recurrent(nn.Module):
                         rec[key] = val.transpose(0, 1)
             self._records.extend(recs)
         else:
-            impl = self.impl_for(T, x.device)
+            impl = self.impl_for(T, B, x.device)
             if impl == "torch":
                 out, new_state = self._forward_torch(x, state, lengths)
             elif impl == "fused":
