@@ -154,7 +154,7 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
         else:
             w1, wz, zf = W["r"], W["z"], "tanh_h"
         cfg = GRUBeforeConfig(H, zf, keep_z=False)
-    proj.weight, proj.bias, proj.post_bias = _cast(proj.weight, dt), _cast(proj.bias, dt), _cast(proj.post_bias, dt)
+    proj = proj.to(dt)
     inp = _cast(inp, dt)
     w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)
     with torch.autocast(dev.type, enabled=False):

@@ -19,7 +19,7 @@ Two kernels:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -137,7 +137,7 @@ class GRUBeforeConfig:
     keep_z: bool  # True: h = n + z (h_prev - n) (GRU); False: h = h_prev + z (n - h_prev) (MUT)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GRUBeforeProjection:
     """The input projection of the reset-before family in the kernel's [r, z, n] order, every bias folded in.
 
@@ -155,6 +155,13 @@ class GRUBeforeProjection:
     projected: bool = True  # the identity block is a projection of x (I != H)
     tanh_identity: bool = False  # MUT1: the identity block goes through tanh
     post_bias: Tensor | None = None  # b_hh of the identity block, added after the tanh
+
+    def to(self, dtype: torch.dtype) -> GRUBeforeProjection:
+        """This projection with its tensors in ``dtype`` (autocast's, for the recurrence)."""
+        def cast(t: Tensor | None) -> Tensor | None:
+            return t if t is None or t.dtype == dtype else t.to(dtype)
+
+        return replace(self, weight=cast(self.weight), bias=cast(self.bias), post_bias=cast(self.post_bias))
 
     def __call__(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """x (N, I) -> (N, 3H), a fresh tensor (the kernel works in it in place). ``out``: a (N, 3H)
