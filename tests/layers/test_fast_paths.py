@@ -97,13 +97,14 @@ def test_native_wide_layer_and_many_rows(cell, H, two_threads):
         _fused_equals_reference(cell, H=H, B=29, layers=2 if cell == "dglstm" else 1, bidirectional=False)
 
 
-# the Elman cells' and clockwork's C++ loops (forward and backward) fuse the recurrent GEMM the same way (tiles of
-# 12 rows, one block): H = 20 splits panels between threads, H = 16 gives each thread its rows; clockwork's
-# ticking prefix ends inside a panel (modules of 5 and 4 units: 2 or 4 modules)
+# the Elman cells' and clockwork's C++ loops (forward and backward) fuse the recurrent GEMM the same way: H = 20
+# splits panels between threads, H = 16 gives each thread its rows; rnn_tanh/rnn_relu take tiles of 6 rows x 4
+# blocks of H/4 units where 4 divides H (20: blocks of 5, one partial panel each; 16), else of 12 rows x one
+# block (H = 18), as clockwork always does; its ticking prefix ends inside a panel (modules of 5 and 4 units)
 @pytest.mark.parametrize("cell,H,modules", [
     pytest.param(*c, marks=NO_CXX) for c in (("clockwork", 20, 4), ("clockwork", 16, 4), ("clockwork", 20, 2),
-                                             ("rnn_tanh", 20, 0), ("rnn_tanh", 16, 0), ("rnn_relu", 20, 0),
-                                             ("rnn_relu", 16, 0))])
+                                             ("rnn_tanh", 20, 0), ("rnn_tanh", 16, 0), ("rnn_tanh", 18, 0),
+                                             ("rnn_relu", 20, 0), ("rnn_relu", 16, 0), ("rnn_relu", 18, 0))])
 def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
     kw = {"num_modules": modules} if modules else {}
     with native.using("on"):

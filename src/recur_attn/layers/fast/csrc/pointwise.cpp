@@ -1406,7 +1406,8 @@ void gru_before_backward_loop(at::Tensor A, at::Tensor DH, at::Tensor dh0, const
 // ------------------------------------------------------------------ Elman networks and clockwork
 // The forward and backward step loops of ../rnn.py (rnn_tanh, rnn_relu, clockwork) for float and double,
 // with the recurrent GEMM fused with the step's elementwise part like the LSTM family's (W_hh packed
-// into panels of L units, G = 1: tiles of 12 rows). Clockwork: at step t only the first u_t units
+// into panels of L units: 4 blocks of H/4 units and tiles of 6 rows x 4 vectors for rnn_tanh/rnn_relu
+// where 4 divides H, else one block and tiles of 12 rows -- elman_blocks). Clockwork: at step t only the first u_t units
 // tick (a prefix, periods forming a divisibility chain); the others keep their state. Equations:
 //   forward   h_t[:u] = phi(P_t[:u] + h_{t-1} W_hh[:u]^T),  h_t[u:] = h_{t-1}[u:]   (P: input projection + biases)
 //   backward  dh_t += da_{t+1}[:u'] W_hh[:u'] (rows alive at t+1, u' = u_{t+1});
@@ -1425,12 +1426,19 @@ inline T relu_keep_nan(T x) {
   return x;
 }
 
+// The Elman loops' tiles: with every unit ticking (rnn_tanh, rnn_relu) and 4 | H, 6 rows x 4 blocks of H/4
+// units (as the LSTM backward's: 4 weight vectors and 6 broadcasts a k for 24 FMAs, where one block's 12 x 1
+// tiles load 13 values for 12); clockwork keeps one block, whose panels its ticking prefix skips whole
+inline int elman_blocks(int64_t H, at::IntArrayRef units) { return units.empty() && H % 4 == 0 ? 4 : 1; }
+
 template <typename T>
 void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at::Tensor& h0, at::IntArrayRef units,
                              at::IntArrayRef bs, bool relu) {
   constexpr int L = Vec<T>::L;
   const int64_t T_ = Hout.size(0), B = Hout.size(1), H = Hout.size(2);
-  const at::Tensor packed_t = pack_recurrent<T>(whh_t, 1, H);
+  const int NB = elman_blocks(H, units);
+  const int64_t Hs = H / NB;
+  const at::Tensor packed_t = pack_recurrent<T>(whh_t, NB, Hs);
   const at::Tensor h0c = h0.contiguous();
   const T* packed = packed_t.data_ptr<T>();
   T* Hp = Hout.data_ptr<T>();
@@ -1453,7 +1461,8 @@ void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at
       for (int64_t k = 0; k < uc; ++k) h[k] = relu ? relu_keep_nan(tile[k] + h[k]) : std::tanh(tile[k] + h[k]);
       for (int64_t k = uc; k < U; ++k) h[k] = hprev[k];  // modules that do not tick keep their state
     };
-    step_panels<T>(H, b * L * H, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+    step_panels<T>(Hs, b * L * H * NB, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      if (NB == 4) return gemv_tiles<T, 4>(packed, H, Hs, hp, H, H, b, b, p0, p1, jj, nn, epi);
       gemv_tiles<T, 1>(packed, H, H, hp, H, H, b, b, p0, std::min(p1, pu), jj, nn, epi);
       for (int64_t r = jj; r < b; r += nn) {  // panels where no unit ticks: copies
         const int64_t c0 = std::max(p0, pu) * L, c1 = std::min(p1 * L, H);
@@ -1469,7 +1478,9 @@ void elman_backward_loop_impl(at::Tensor& DH, at::Tensor& dh0, const at::Tensor&
   constexpr int L = Vec<T>::L;
   const int64_t T_ = DH.size(0), B = DH.size(1), H = DH.size(2);
   // dh_t += da_{t+1} W_hh: W_hh (H, H) itself is the "transposed" operand, k = the units of step t+1
-  const at::Tensor packed_t = pack_recurrent<T>(whh, 1, H);
+  const int NB = elman_blocks(H, units);
+  const int64_t Hs = H / NB;
+  const at::Tensor packed_t = pack_recurrent<T>(whh, NB, Hs);
   const T* packed = packed_t.data_ptr<T>();
   T* D = DH.data_ptr<T>();
   T* D0 = dh0.data_ptr<T>();
@@ -1497,8 +1508,10 @@ void elman_backward_loop_impl(at::Tensor& DH, at::Tensor& dh0, const at::Tensor&
         }
       }
     };
-    step_panels<T>(H, b * L * u1, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
-      gemv_tiles<T, 1>(packed, H, H, D + (t + 1 < T_ ? (t + 1) : t) * B * H, H, u1, b, b1, p0, p1, jj, nn, epi);
+    step_panels<T>(Hs, b * L * u1 * NB, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      const T* lhs = D + (t + 1 < T_ ? (t + 1) : t) * B * H;  // dh_{t+1}'s pre-activation gradients
+      if (NB == 4) gemv_tiles<T, 4>(packed, H, Hs, lhs, H, u1, b, b1, p0, p1, jj, nn, epi);
+      else gemv_tiles<T, 1>(packed, H, H, lhs, H, u1, b, b1, p0, p1, jj, nn, epi);
     });
   }, [](int64_t) {});
 }
