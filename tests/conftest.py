@@ -59,6 +59,16 @@ def fast_overrides(data: str = "adding", extra: list[str] | None = None) -> list
     return [f"data={data}", f"model={DATA_MODEL[data]}", *FAST_DATA[data], *FAST_COMMON, *(extra or [])]
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def set_paths(cfg: DictConfig, out: Path) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.root_dir = str(ROOT)

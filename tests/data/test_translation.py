@@ -97,14 +97,9 @@ def test_bible_module_says_how_to_make_the_files(tmp_path):
 
 
 def _prepare_script():
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "prepare_bible_pairs.py"
-    spec = importlib.util.spec_from_file_location("prepare_bible_pairs", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("prepare_bible_pairs")
 
 
 def test_prepare_bible_pairs_parses_diatheke_output():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,7 @@ from omegaconf import OmegaConf
 
 from recur_attn.cli.train import train
 
-from conftest import ROOT, set_paths
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_script, set_paths
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def addition_run(hydra_compose, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_eval_addition_matches_the_runs_test_accuracy(addition_run):
     run, metrics = addition_run
-    r = _script("eval_addition").evaluate(run)
+    r = load_script("eval_addition").evaluate(run)
     assert r["test_sums"] > 0 and 0.0 <= r["sum_acc"] <= r["char_acc"] <= 1.0
     assert r["char_acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
 
@@ -45,9 +37,9 @@ def test_eval_addition_matches_the_runs_test_accuracy(addition_run):
 def test_plot_runs_writes_a_figure(addition_run, tmp_path, capsys):
     run, metrics = addition_run
     out = tmp_path / "curves.png"
-    _script("plot_runs").main([str(run), "--labels", "tiny grid", "--metric", "acc", "--out", str(out)])
+    load_script("plot_runs").main([str(run), "--labels", "tiny grid", "--metric", "acc", "--out", str(out)])
     assert out.stat().st_size > 1000
     table = capsys.readouterr().out
     assert "tiny grid" in table and f"{metrics['test/acc']:.6f}"[:5] in table
     with pytest.raises(SystemExit):
-        _script("plot_runs").main([str(run), "--labels", "a", "b", "--out", str(out)])
+        load_script("plot_runs").main([str(run), "--labels", "a", "b", "--out", str(out)])

@@ -3,7 +3,6 @@ writes are read by the Karpathy data module (conf/data/emoji.yaml's reader)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import tarfile
@@ -13,7 +12,7 @@ from PIL import Image
 
 from recur_attn.data.captions import KarpathyCaptionDataModule
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_emoji_captions.py"
+from conftest import load_script
 
 
 def _fake_tarball(path: Path, n: int = 10) -> None:
@@ -38,9 +37,7 @@ def _fake_tarball(path: Path, n: int = 10) -> None:
 
 
 def test_prepare_emoji_writes_karpathy_pairs(tmp_path):
-    spec = importlib.util.spec_from_file_location("prepare_emoji", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("prepare_emoji_captions")
     tgz = tmp_path / "emoji-datasource-google-0.0.0.tgz"
     _fake_tarball(tgz)
     out = tmp_path / "emoji"
