@@ -30,8 +30,10 @@ def test_bench_rows_and_section(tmp_path):
     assert "## Cells" in text and "### tiny" in text
     assert f"| fgr | fused | nn.LSTM H={hw} (equal multiply-adds) |" in text
     # a second run with the same title replaces its subsection instead of appending one
+    png = tmp_path / "bench.png"
     bench.run(["--cells", "lstm", "-T", "2", "-B", "2", "-I", "4", "-H", "6", "--repeats", "1", "--warmup", "0",
-                "--no-memory", "--no-infer", "--out", str(out), "--title", "tiny"])
+                "--no-memory", "--no-infer", "--out", str(out), "--title", "tiny", "--plot", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = out.read_text()
     assert text.count("### tiny") == 1 and "| fgr |" not in text and "| lstm | torch | nn.LSTM |" in text
 
@@ -49,3 +51,25 @@ def test_console_script_exits_zero(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "| gru_cho | fused | nn.GRU |" in res.stdout
     assert "'cell'" not in res.stderr
+
+
+def test_plot_rows_draws_every_row_and_the_targets(tmp_path, monkeypatch):
+    """One bar group per row (fgr's equal-work reference gets its own), a bar per measured column."""
+    import matplotlib.pyplot as plt
+
+    rows = [{"cell": "fgr", "ref": "nn.LSTM", "ref_hidden": None, "train": 2.0, "ref_train": 1.0, "infer": 3.0,
+             "ref_infer": 1.0, "mem": 1.0, "ref_mem": 2.0},
+            {"cell": "fgr", "ref": "nn.LSTM H=9 (equal multiply-adds)", "ref_hidden": 9, "train": 2.0,
+             "ref_train": 4.0, "infer": 3.0, "ref_infer": 3.0, "mem": None, "ref_mem": None}]
+    saved = {}
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: saved.setdefault("fig", fig) and real_close(fig))
+    path = bench.plot_rows(rows, tmp_path / "sub" / "b.png", "t")
+    assert path.exists()
+    ax = saved["fig"].axes[0]
+    widths = [p.get_width() for p in ax.patches]
+    assert len(widths) == 6 and sum(w != w for w in widths) == 1  # 2 rows x 3 columns, one memory not measured
+    assert sorted(round(w, 3) for w in widths if w == w) == [0.5, 0.5, 1.0, 2.0, 3.0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["fgr", "fgr vs nn.LSTM H=9 (equal multiply-adds)"]
+    assert {round(line.get_xdata()[0], 2) for line in ax.lines} == {1.0, 1.25, 1.5}

@@ -22,6 +22,8 @@ only that subsection, together with the machine it ran on.
     recur-attn-bench                                  # defaults: T=100 B=64 I=128 H=256, CPU
     recur-attn-bench --impls reference --title "Before: reference path"
     python scripts/bench_cells.py --cells lstm,cifg --repeats 3 --no-memory
+    recur-attn-bench --json rows.json --plot docs/figures/bench_cells.png   # also the rows and a bar chart
+    python scripts/plot_bench.py rows.json docs/figures/bench_cells.png     # the chart from saved rows
 """
 
 from __future__ import annotations
@@ -270,6 +272,49 @@ def write_section(path: Path, title: str, table: str) -> None:
     path.write_text(text[:start] + section.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else ""))
 
 
+def plot_rows(rows: list[dict], path: Path, title: str, target: float = 1.25, mem_target: float = 1.5) -> Path:
+    """A bar chart of the table: for each cell (and each extra reference, such as fgr's equal-work
+    nn.LSTM), its time over the torch reference's in training and in inference, and its peak memory over
+    the reference's where measured, with the 1.0 line and the targets' lines (issue 3: time 1.25x,
+    memory 1.5x). Returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def ratio(r, key):
+        return r[key] / r["ref_" + key] if r.get(key) and r.get("ref_" + key) else float("nan")
+
+    labels = [f"{r['cell']} vs {r['ref']}" if r.get("ref_hidden") else r["cell"] for r in rows]
+    series = [("training", "train", "tab:blue"), ("inference", "infer", "tab:orange"), ("peak memory", "mem",
+                                                                                          "tab:gray")]
+    series = [s for s in series if any(r.get(s[1]) for r in rows)]
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.2))
+    for i, (name, key, color) in enumerate(series):
+        ys = [j + (i - (len(series) - 1) / 2) * height for j in range(len(rows))]
+        vals = [ratio(r, key) for r in rows]
+        ax.barh(ys, vals, height=height, color=color, label=name)
+        for y, v in zip(ys, vals):
+            if v == v:  # not NaN
+                ax.text(v + 0.02, y, f"{v:.2f}", va="center", fontsize=6)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvline(target, color="tab:red", ls="--", lw=1, label=f"time target {target}x")
+    if any(s[1] == "mem" for s in series):
+        ax.axvline(mem_target, color="tab:gray", ls=":", lw=1, label=f"memory target {mem_target}x")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (memory) over the torch reference's")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------- main
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="recur-attn-bench", description=__doc__.split("\n\n")[0],
@@ -293,6 +338,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write ('-' for none)")
     ap.add_argument("--title", default=None, help="subsection title under '## Cells'")
     ap.add_argument("--json", type=Path, default=None, help="also save the raw rows as JSON")
+    ap.add_argument("--plot", type=Path, default=None, help="also draw the ratios as a bar chart (PNG)")
     args = ap.parse_args(argv)
     cells = list(CELLS) if args.cells == "all" else [c.strip() for c in args.cells.split(",") if c.strip()]
     for c in cells:
@@ -398,6 +444,8 @@ def run(argv=None) -> list[dict]:
         print(f"written to {args.out} (## Cells / ### {title})")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        print(f"plot: {plot_rows(rows, args.plot, title)}")
     return rows
 
 
