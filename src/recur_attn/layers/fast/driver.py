@@ -14,6 +14,8 @@ per call (autograd carries the casts' gradients back in float32).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -52,6 +54,14 @@ def _perm(cell: RecurrentCell, key: str, order_idx: list[int], H: int, device) -
     return cache[k]
 
 
+def _autocast_off(device_type: str):
+    """Autocast off for the kernels (they run in the dtype the driver cast to); no context to enter when
+    it is off already (entering and leaving one costs about as much as a small tensor op)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype the recurrence runs in: autocast's (e.g. bf16) when it is on, else the input's."""
     if torch.is_autocast_enabled(x.device.type):
@@ -64,22 +74,31 @@ def _cast(t: Tensor | None, dt: torch.dtype) -> Tensor | None:
 
 
 # ------------------------------------------------------------------ LSTM family
+def _lstm_config(cell) -> tuple[LSTMConfig, list[int]]:
+    """The kernel's config of an LSTM-family cell and, for each of its internal gate blocks, the block's
+    index in the cell's own layout (a cell's structure is fixed at construction: computed once)."""
+    cached = cell.__dict__.get("_fused_lstm_config")
+    if cached is None:
+        H = cell.hidden_size
+        if isinstance(cell, DepthGatedLSTMCell):
+            blocks = ("i", "f", "g", "o")
+            cfg = LSTMConfig(H, depth=cell.has_below)
+        else:
+            spec = cell.spec
+            blocks = cell.blocks
+            cfg = LSTMConfig(H, spec.input_gate, spec.forget_gate, spec.output_gate, spec.input_activation,
+                             spec.output_activation, spec.peepholes, spec.coupled, spec.full_gate_recurrence)
+        cached = cell.__dict__["_fused_lstm_config"] = (cfg, [blocks.index(n) for n in cfg.order])
+    return cached
+
+
 def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     H = cell.hidden_size
     dev = inp.device
-    depth = isinstance(cell, DepthGatedLSTMCell)
-    if depth:
-        blocks = ("i", "f", "g", "o")
-        cfg = LSTMConfig(H, depth=cell.has_below)
-    else:
-        spec = cell.spec
-        blocks = cell.blocks
-        cfg = LSTMConfig(H, spec.input_gate, spec.forget_gate, spec.output_gate, spec.input_activation,
-                         spec.output_activation, spec.peepholes, spec.coupled, spec.full_gate_recurrence)
-    order_idx = [blocks.index(n) for n in cfg.order]
+    cfg, order_idx = _lstm_config(cell)
     rows = _perm(cell, "hh", order_idx, H, dev)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
-    bias = p["bias_ih"] + (torch.cat([p["bias_hh"], p["bias_hh"].new_zeros(H)]) if cfg.depth else p["bias_hh"])
+    bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
     dt = _compute_dtype(inp)
     wih, bias = _cast(p["weight_ih"].index_select(0, rows_ih), dt), _cast(bias.index_select(0, rows_ih), dt)
     inp = _cast(inp, dt)
@@ -105,7 +124,7 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
         below = None
     h0, c0 = _cast(s0[0], dt), _cast(s0[1], dt)
     args = (inp, wih, bias, whh, wgh, p_if, p_o, w_cd, w_ld, below, h0, c0, a0)
-    with torch.autocast(dev.type, enabled=False):
+    with _autocast_off(dev.type):
         if torch.is_grad_enabled():
             outs = LSTMSequence.apply(cfg, bs, lengths, *args, want_cseq)
         else:
@@ -131,7 +150,7 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
         bias = p["bias_ih"] + torch.cat([bhh[: 2 * H], bhh.new_zeros(H)])  # b_hr, b_hz folded in
         args = (_cast(inp, dt), _cast(p["weight_ih"], dt), _cast(bias, dt), _cast(p["weight_hh"], dt),
                 _cast(bhh[2 * H:], dt), _cast(s0[0], dt))
-        with torch.autocast(dev.type, enabled=False):
+        with _autocast_off(dev.type):
             if grad:
                 out, hT = GRUAfterSequence.apply(bs, lengths, *args)
             else:
@@ -157,7 +176,7 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
     proj = proj.to(dt)
     inp = _cast(inp, dt)
     w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)
-    with torch.autocast(dev.type, enabled=False):
+    with _autocast_off(dev.type):
         if grad:
             xw = proj(inp.reshape(-1, inp.shape[-1]))  # (T*B, 3H), a fresh tensor
             out, hT, _ = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0)
@@ -209,7 +228,7 @@ def _run_elman(cell, p, inp, s0, bs, lengths):
         whh, units, relu, periods, msize = p["weight_hh"], None, cell.nonlinearity == "relu", None, None
     inp, wih, bias = _cast(inp, dt), _cast(p["weight_ih"], dt), _cast(p["bias_ih"] + p["bias_hh"], dt)
     whh, h0 = _cast(whh, dt), _cast(s0[0], dt)
-    with torch.autocast(dev.type, enabled=False):
+    with _autocast_off(dev.type):
         if torch.is_grad_enabled():
             out, hT = ElmanSequence.apply(bs, lengths, relu, units, periods, msize, inp, wih, bias, whh, h0)
         else:
@@ -270,7 +289,7 @@ def forward_fused(rnn, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | N
             layer_out = torch.nn.functional.dropout(layer_out, rnn.dropout, True)
         layer_in = layer_out
         below_cells = cseqs
-    new_state = tuple(torch.stack(f, 0) for f in finals)
+    new_state = tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f, 0) for f in finals)
     if order is not None:
         inv = torch.argsort(order).to(x.device)
         layer_in = layer_in.index_select(1, inv)

@@ -34,6 +34,7 @@ Works on any device torch runs these ops on (CPU, CUDA).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -57,7 +58,7 @@ class LSTMConfig:
     fgr: bool = False
     depth: bool = False  # dglstm with a layer below
 
-    @property
+    @cached_property
     def order(self) -> tuple[str, ...]:
         """Internal order of the fused gate blocks: o, i, f, g (present ones)."""
         out = []

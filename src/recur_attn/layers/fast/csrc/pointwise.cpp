@@ -320,15 +320,28 @@ struct Vec {
   typedef T type __attribute__((vector_size(64)));
 };
 
-// w_t (K, G*H) -> (npan, K, G, L): W_hh^T (K = H), or fgr's gate recurrence W_gh^T (K = G = nG gated blocks)
+// Scratch memory of the calling thread that outlives the op (slot: one per tensor an op needs at once),
+// grown as needed and reused by the next call: the packed recurrent weights are rebuilt on every call,
+// and a fresh buffer of a MB or more can come from mmap each time, its pages faulted in again (a bimodal
+// 0.5 ms on an H = 256 call in some processes). Holds the largest size it was asked for, per thread.
+inline at::Tensor workspace(int slot, int64_t numel, const at::TensorOptions& options) {
+  static thread_local at::Tensor slots[2];
+  at::Tensor& ws = slots[slot];
+  if (!ws.defined() || ws.numel() < numel || ws.scalar_type() != options.dtype().toScalarType())
+    ws = at::empty({numel}, options);  // 64-byte aligned (CPU allocator)
+  return ws.narrow(0, 0, numel);
+}
+
+// w_t (K, G*H) -> (npan, K, G, L): W_hh^T (K = H), or fgr's gate recurrence W_gh^T (K = G = nG gated blocks),
+// in the calling thread's workspace `slot` (valid until the thread packs into that slot again)
 template <typename T>
-at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H) {
+at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot = 0) {
   constexpr int L = Vec<T>::L;
   const int64_t npan = (H + L - 1) / L, K = w_t.size(0);
   // read through the strides: w_t is usually the transpose of a contiguous (G*H, K) weight, whose
   // rows (a unit's weights over k) are then contiguous
   const int64_t sk = w_t.stride(0), sc = w_t.stride(1);
-  at::Tensor packed = at::empty({npan, K, G, L}, w_t.options());  // 64-byte aligned (CPU allocator)
+  at::Tensor packed = workspace(slot, npan * K * G * L, w_t.options()).view({npan, K, G, L});
   const T* src = w_t.data_ptr<T>();
   T* dst = packed.data_ptr<T>();
   // written in order (a k's G vectors of L units, one line each), read down the units: each of the G * L
@@ -689,7 +702,7 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   if constexpr (vec_type) {
     packed = pack_recurrent<scalar_t>(whh_t, G, H);
     if (fgr) {
-      packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H);
+      packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H, 1);
       a0c = a0->contiguous();
     }
     h0c = h0.contiguous();
