@@ -111,6 +111,38 @@ def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
         _fused_equals_reference(cell, H=H, B=29, layers=1, bidirectional=False, **kw)
 
 
+# without a backward pass the C++ loop reads W_ih and W_hh in the cell's own gate order (i, f, g, o) through a
+# block map instead of reordered copies (internal order o, i, f, g): every LSTM-family cell, float64 and float32,
+# panels split (H = 20, partial panels) and rows owned (H = 16), padded, 2 layers, bidirectional
+@pytest.mark.parametrize("H", [20, 16])
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE])
+def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two_threads, monkeypatch):
+    ref, fast = make_pair(cell, H=H)
+    seen = []
+    real = native.lstm_forward_loop
+
+    def spy(*a, **k):
+        seen.append(a[-1] if len(a) > 22 else k.get("blocks"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(native, "lstm_forward_loop", spy)
+    torch.manual_seed(2)
+    B = 29
+    x = torch.randn(7, B, 5, dtype=torch.float64)
+    lengths = torch.tensor([4, 7, 2, 7] * 7 + [5])
+    state = random_state(ref, B)
+    for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        r, f = ref.to(dt), fast.to(dt)
+        with torch.no_grad(), native.using("on"):
+            o1, s1 = r(x.to(dt), tuple(s.to(dt) for s in state), lengths=lengths)
+            o2, s2 = f(x.to(dt), tuple(s.to(dt) for s in state), lengths=lengths)
+        torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
+        for a, b in zip(s2, s1):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    assert seen and all(b is not None for b in seen)  # every call took the cell-order path
+    assert any(list(b) != sorted(b) for b in seen) == (cell != "nog")  # nog's i, f, g is the same order
+
+
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("vanilla", "dglstm")])
 def test_native_weights_larger_than_l2(cell, two_threads):
     """H = 512 in float32: 4 MB of packed recurrent weights, so threads take panels and each panel's row

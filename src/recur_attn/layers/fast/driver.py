@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ...cells import ClockworkCell, DepthGatedLSTMCell, ElmanCell, GRUCell, LSTMCell, MUTCell, RecurrentCell
+from . import native
 from .gru import (GRUAfterSequence, GRUBeforeConfig, GRUBeforeProjection, GRUBeforeSequence, gru_after_forward,
                   gru_before_infer)
 from .lstm import LSTMConfig, LSTMSequence, lstm_forward, lstm_outputs
@@ -100,15 +101,23 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
     dt = _compute_dtype(inp)
-    wih, bias = _cast(p["weight_ih"].index_select(0, rows_ih), dt), _cast(bias.index_select(0, rows_ih), dt)
+    bias = _cast(bias.index_select(0, rows_ih), dt)
     inp = _cast(inp, dt)
-    whh = _cast(p["weight_hh"].index_select(0, rows), dt)
+    # without a backward pass the C++ loop reads the weights in the cell's own gate order (no reordered
+    # copies of W_ih and W_hh: an H=256 call's largest fixed cost); the backward needs the kernel's order
+    in_cell_order = (not torch.is_grad_enabled() and not cfg.fgr and dt in (torch.float32, torch.float64)
+                     and native.enabled_for(inp))
+    if in_cell_order:
+        wih, whh, blocks = _cast(p["weight_ih"], dt), _cast(p["weight_hh"], dt), order_idx
+    else:
+        wih, whh, blocks = _cast(p["weight_ih"].index_select(0, rows_ih), dt), \
+            _cast(p["weight_hh"].index_select(0, rows), dt), None
     wgh = a0 = None
     gated_order = None
     if cfg.fgr:
         gated_order = [cell.gated.index(n) for n in cfg.order[:-1]]  # weight_gh blocks follow cell.gated (i, f, o)
         r3 = _perm(cell, "gh", gated_order, H, dev)
-        wgh = _cast(p["weight_gh"].index_select(0, r3).index_select(1, r3), dt)
+        wgh = _cast(p["weight_gh"][r3[:, None], r3], dt)  # rows and columns reordered in one gather
         a0 = _cast(s0[2].index_select(1, r3), dt)
     p_if = p_o = None
     if cfg.peepholes:
@@ -128,7 +137,7 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
         if torch.is_grad_enabled():
             outs = LSTMSequence.apply(cfg, bs, lengths, *args, want_cseq)
         else:
-            res = lstm_forward(cfg, bs, *args, save=False, want_cseq=want_cseq)
+            res = lstm_forward(cfg, bs, *args, save=False, want_cseq=want_cseq, blocks=blocks)
             outs = lstm_outputs(cfg, res, lengths, inp.shape[0], want_cseq)
     out, hT, cT = outs[0], outs[1], outs[2]
     finals = [hT, cT]

@@ -228,12 +228,16 @@ def lstm_flags(cfg) -> int:
 def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int, whh_t: Tensor, wgh_t: Tensor | None,
                       a0: Tensor | None, C: Tensor, keep_c: bool, TC: Tensor | None, save_tc: bool, Hout: Tensor,
                       h0: Tensor, p_if: Tensor | None, p_o: Tensor | None, below: Tensor | None,
-                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int) -> None:
+                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int,
+                      blocks: list[int] | None = None) -> None:
     """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp): in float32
     and float64 the recurrent GEMMs (fgr's gate recurrence included) are fused with the elementwise step
-    (a register-blocked micro-kernel, the weights packed once per call)."""
+    (a register-blocked micro-kernel, the weights packed once per call). ``blocks``: for each internal
+    gate block, its block in ``wih``/``whh_t`` (the cell's own order; float/double inference without fgr),
+    or None when the weights come in internal order."""
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
-                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags)
+                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags,
+                                                  blocks or [])
 
 
 def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: Tensor, RH: Tensor, save: bool,

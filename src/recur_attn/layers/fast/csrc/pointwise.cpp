@@ -145,6 +145,9 @@ struct LstmConsts {
   // input projection be a plain GEMM (addmm would first copy the bias into every row of the buffer).
   // Null where the projection already holds it (the bfloat16/half loop).
   const scalar_t* bias = nullptr;
+  // where internal block q's pre-activations sit in the gate buffer (block blk[q] of stride H): q itself, or,
+  // in the inference loop, the block of the cell's own layout, whose weights it then uses without reordering
+  int64_t blk[4] = {0, 1, 2, 3};
 };
 
 // A layer's constants from the ops' arguments (flags: the k* bits above; per-unit weights contiguous, or absent)
@@ -334,8 +337,9 @@ inline at::Tensor workspace(int slot, int64_t numel, const at::TensorOptions& op
 
 // w_t (K, G*H) -> (npan, K, G, L): W_hh^T (K = H), or fgr's gate recurrence W_gh^T (K = G = nG gated blocks),
 // in the calling thread's workspace `slot` (valid until the thread packs into that slot again)
+// (packed block g read from source block blk[g] when blk is given: the cell's own gate order)
 template <typename T>
-at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot = 0) {
+at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot = 0, const int64_t* blk = nullptr) {
   constexpr int L = Vec<T>::L;
   const int64_t npan = (H + L - 1) / L, K = w_t.size(0);
   // read through the strides: w_t is usually the transpose of a contiguous (G*H, K) weight, whose
@@ -352,7 +356,7 @@ at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot 
       T* d = dst + p * K * G * L;
       for (int64_t kk = 0; kk < K; ++kk)
         for (int64_t g = 0; g < G; ++g, d += L) {
-          const T* s = src + (g * H + p * L) * sc + kk * sk;
+          const T* s = src + ((blk ? blk[g] : g) * H + p * L) * sc + kk * sk;
           for (int64_t l = 0; l < U; ++l) d[l] = s[l * sc];
           for (int64_t l = U; l < L; ++l) d[l] = T(0);
         }
@@ -474,7 +478,7 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
       }
       for (int i = 0; i < m; ++i) {  // the epilogue's operands (strided rows), fetched while the k loop runs
         const int64_t r = j + (i0 + i) * nj;
-        for (int q = 0; q < G; ++q) __builtin_prefetch(st.a + r * st.sa + u0 + q * H, 1, 3);
+        for (int q = 0; q < G; ++q) __builtin_prefetch(st.a + r * st.sa + u0 + kp.blk[q] * H, 1, 3);
         __builtin_prefetch(st.c_prev + r * H + u0, 0, 3);
         if (st.d) __builtin_prefetch(st.d + r * st.sd + u0, 1, 3), __builtin_prefetch(st.below + r * H + u0, 0, 3);
       }
@@ -493,30 +497,29 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
         T* const d_out = st.d ? st.d + r * st.sd + u0 : nullptr;
         const T* cp = st.c_prev + r * H + u0;
         const T* bl = st.d ? st.below + r * H + u0 : nullptr;
-        const T* gin = ar;
-        int64_t gs = H;
+        const T* gq[G];  // block q's input projection (the buffer's block kp.blk[q])
+        for (int q = 0; q < G; ++q) gq[q] = ar + kp.blk[q] * H;
         T *cn = cn_out, *tc = tc_out, *hh = h_out, *d = d_out;
         if (U < L) {  // the last panel of an H that is not a multiple of L: zero-padded copies in `part`
           std::fill(part, part + (6 + G) * L, T(0));
           std::copy(cp, cp + U, part);
           if (d) std::copy(d, d + U, part + 4 * L), std::copy(bl, bl + U, part + 5 * L);
-          for (int q = 0; q < G; ++q) std::copy(ar + q * H, ar + q * H + U, part + (6 + q) * L);
+          for (int q = 0; q < G; ++q) std::copy(gq[q], gq[q] + U, part + (6 + q) * L), gq[q] = part + (6 + q) * L;
           cp = part, cn = part + L, tc = tc ? part + 2 * L : nullptr, hh = part + 3 * L;
           d = d ? part + 4 * L : nullptr, bl = bl ? part + 5 * L : nullptr;
-          gin = part + 6 * L, gs = L;
         }
         if constexpr (std::is_same<T, float>::value) {  // in vector registers
           v16f V[G];
-          for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(gin + q * gs);
+          for (int q = 0; q < G; ++q) V[q] = ld16(tile + q * L) + ld16(gq[q]);
           lstm_units_v16(kp, V, u0, cp, cn, tc, hh, d, bl);
           if (keep_act)
             for (int q = 0; q < G; ++q) st16(X + q * L, V[q]);
         } else {
           for (int q = 0; q < G; ++q)
-            for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + gin[q * gs + j];
+            for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + gq[q][j];
           lstm_units<T, T>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
         }
-        if (keep_act)  // the activations, for the backward pass (and fgr's next step)
+        if (keep_act)  // the activations, for the backward pass (and fgr's next step); blk is q's own there
           for (int q = 0; q < G; ++q) std::copy(X + q * L, X + q * L + U, ar + q * H);
         if (U < L) {
           std::copy(cn, cn + U, cn_out);
@@ -700,7 +703,7 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   at::Tensor packed, h0c, packed_gh, a0c;
   std::unique_ptr<PaddedUnits<scalar_t>> kp;
   if constexpr (vec_type) {
-    packed = pack_recurrent<scalar_t>(whh_t, G, H);
+    packed = pack_recurrent<scalar_t>(whh_t, G, H, 0, k.blk);
     if (fgr) {
       packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H, 1);
       a0c = a0->contiguous();
@@ -795,7 +798,8 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
                        const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor Hout, const at::Tensor& h0,
                        const c10::optional<at::Tensor>& p_if, const c10::optional<at::Tensor>& p_o,
                        const c10::optional<at::Tensor>& below, const c10::optional<at::Tensor>& w_cd,
-                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags) {
+                       const c10::optional<at::Tensor>& w_ld, at::IntArrayRef bs, int64_t GH, int64_t flags,
+                       at::IntArrayRef blocks) {
   const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2);
   TORCH_CHECK(P.device().is_cpu(), "lstm_forward_loop: CPU tensors only, got ", P.device());
   TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "lstm_forward_loop: bs must have T entries");
@@ -820,10 +824,22 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   TORCH_CHECK(bias.dim() == 1 && bias.size(0) == P.size(1) && bias.is_contiguous() &&
               bias.scalar_type() == P.scalar_type(), "lstm_forward_loop: bias must be a contiguous (G*H [+ H]) "
               "vector of the gate buffer's dtype");
+  // blocks: the gate buffer's and the weights' block of each internal block (empty: the same order). Only
+  // the float/double inference loop reads through it (no activations kept, no fgr)
+  if (!blocks.empty()) {
+    std::vector<int64_t> seen(blocks.begin(), blocks.end());
+    std::sort(seen.begin(), seen.end());
+    bool perm = int64_t(seen.size()) == nblocks;
+    for (int64_t q = 0; perm && q < nblocks; ++q) perm = seen[q] == q;
+    TORCH_CHECK(perm, "lstm_forward_loop: blocks must be a permutation of the ", nblocks, " gate blocks");
+    TORCH_CHECK(!save_tc && !wgh_t.has_value() && (P.scalar_type() == at::kFloat || P.scalar_type() == at::kDouble),
+                "lstm_forward_loop: blocks in another order only for the float/double inference loop without fgr");
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, P.scalar_type(), "lstm_forward_loop", [&] {
     LstmConsts<scalar_t> k = lstm_consts<scalar_t>(H, GH, flags, p_if, p_o, w_cd, w_ld);
-    if constexpr (std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value)
-      k.bias = bias.data_ptr<scalar_t>();  // the fused kernel's epilogue adds it
+    constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
+    if constexpr (vec_type) k.bias = bias.data_ptr<scalar_t>();  // the fused kernel's epilogue adds it
+    for (int64_t q = 0; q < int64_t(blocks.size()); ++q) k.blk[q] = blocks[q];
     lstm_forward_loop_impl<scalar_t>(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc, Hout, h0, k,
                                      below, bs);
   });
@@ -1562,7 +1578,8 @@ TORCH_LIBRARY(recur_attn_native, m) {
   m.def(
       "lstm_forward_loop(Tensor(a!) P, Tensor x2, Tensor wih, Tensor bias, int tc, Tensor whh_t, Tensor? wgh_t, "
       "Tensor? a0, Tensor(b!) C, bool keep_c, Tensor(c!)? TC, bool save_tc, Tensor(d!) Hout, Tensor h0, "
-      "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags) -> ()");
+      "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags, "
+      "int[] blocks) -> ()");
   m.def(
       "lstm_backward_loop(Tensor(a!) A, Tensor C, Tensor? TC, Tensor(b!) DH, Tensor(c!) dc_a, Tensor(d!) dc_b, "
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
