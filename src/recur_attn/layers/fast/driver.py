@@ -97,7 +97,6 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     H = cell.hidden_size
     dev = inp.device
     cfg, order_idx = _lstm_config(cell)
-    rows = _perm(cell, "hh", order_idx, H, dev)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
     dt = _compute_dtype(inp)
@@ -105,11 +104,10 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     inp = _cast(inp, dt)
     # without a backward pass the C++ loop reads the weights in the cell's own gate order (no reordered
     # copies of W_ih and W_hh: an H=256 call's largest fixed cost); the backward needs the kernel's order
-    in_cell_order = (not torch.is_grad_enabled() and not cfg.fgr and dt in (torch.float32, torch.float64)
-                     and native.enabled_for(inp))
-    if in_cell_order:
+    if not torch.is_grad_enabled() and not cfg.fgr and native.fused_loops_for(inp):
         wih, whh, blocks = _cast(p["weight_ih"], dt), _cast(p["weight_hh"], dt), order_idx
     else:
+        rows = _perm(cell, "hh", order_idx, H, dev)
         wih, whh, blocks = _cast(p["weight_ih"].index_select(0, rows_ih), dt), \
             _cast(p["weight_hh"].index_select(0, rows), dt), None
     wgh = a0 = None

@@ -180,6 +180,11 @@ def available() -> bool:
     return _load()
 
 
+def fused_loops_for(x: Tensor) -> bool:
+    """Whether the C++ loops that fuse the recurrent GEMM with the step (float32/float64 only) run for x."""
+    return x.dtype in (torch.float32, torch.float64) and enabled_for(x)
+
+
 def enabled_for(x: Tensor) -> bool:
     """Whether the kernels use the native pointwise step for tensors like x."""
     if x.device.type != "cpu":

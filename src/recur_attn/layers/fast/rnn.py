@@ -19,18 +19,12 @@ FLOPs.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from . import native
 from .common import backward_step_rows
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
 from .common import tanh_
-
-
-def _native(x: Tensor) -> bool:
-    """Whether the C++ step loops run for x (CPU, float32/float64)."""
-    return x.dtype in (torch.float32, torch.float64) and native.enabled_for(x)
 
 
 def tick_units(periods: tuple[int, ...], module_size: int, T: int) -> list[int] | None:
@@ -55,7 +49,7 @@ def elman_forward(bs, inp, wih, bias, whh, h0, relu: bool, units: list[int] | No
     Hout = torch.empty(T, B, H, device=inp.device, dtype=inp.dtype)  # not a view: it is returned
     torch.addmm(bias, inp.reshape(T * B, -1), wih.t(), out=Hout.view(T * B, H))
     whh_t = whh.t()
-    if _native(Hout):  # the loop in C++, the recurrent GEMM fused with the step (see csrc/pointwise.cpp)
+    if native.fused_loops_for(Hout):  # the loop in C++, the recurrent GEMM fused with the step (see csrc/pointwise.cpp)
         native.elman_forward_loop(Hout, whh_t, h0, units or [], bs or [], relu)
         return Hout
     h_prev = h0
@@ -129,7 +123,7 @@ class ElmanSequence(torch.autograd.Function):
         dev, dt = Hout.device, Hout.dtype
         DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)  # -> overwritten with d(pre-activation)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
-        if _native(DH):  # the step loop in C++; then dh0 += da_0 W_hh (the units that ticked at t = 0)
+        if native.fused_loops_for(DH):  # the step loop in C++; then dh0 += da_0 W_hh (the units that ticked at t = 0)
             native.elman_backward_loop(DH, dh0, Hout, whh, units or [], bs or [], relu)
             b0, u0 = B if bs is None else bs[0], H if units is None else units[0]
             dh0[:b0].addmm_(DH[0, :b0, :u0], whh[:u0])

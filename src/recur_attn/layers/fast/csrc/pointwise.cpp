@@ -574,6 +574,10 @@ struct PaddedUnits {
 // Calls epi(r, u0, U, tile) for each row and block: the U <= L units from u0 and their L tile values
 // (tile == nullptr for the rows at or past `mg`, which have no GEMM term). NB = 4: tiles of 6 rows x 4
 // vectors (as the LSTM forward's); NB = 1: 12 rows x 1. The Elman loops and the LSTM family's backward.
+// The blocks gemv_tiles splits H output units into: 4 of H/4 (tiles of 6 rows x 4 vectors) where 4 divides H,
+// else 1 (tiles of 12 rows x 1)
+inline int gemv_blocks(int64_t H) { return H % 4 == 0 ? 4 : 1; }
+
 template <typename T, int NB, typename Epi>
 void gemv_tiles(const T* packed, int64_t kfull, int64_t Hs, const T* lhs, int64_t ls, int64_t K, int64_t m,
                 int64_t mg, int64_t p0, int64_t p1, int64_t j, int64_t nj, const Epi& epi) {
@@ -1108,7 +1112,7 @@ void lstm_backward_loop_impl(at::Tensor& A, const at::Tensor& C, const c10::opti
     // step_loop (fgr: panels, its E GEMM runs between steps).
     constexpr int L = Vec<scalar_t>::L;
     // tiles of 6 rows x 4 vectors (units g * H/4 + p * L + l, g < 4) where 4 divides H, else 12 rows x 1
-    const int NB = H % 4 == 0 ? 4 : 1;
+    const int NB = gemv_blocks(H);
     const int64_t Hs = H / NB;
     const at::Tensor packed_t = pack_recurrent<scalar_t>(whh, NB, Hs);
     const scalar_t* packed = packed_t.data_ptr<scalar_t>();
@@ -1458,7 +1462,7 @@ inline T relu_keep_nan(T x) {
 // The Elman loops' tiles: with every unit ticking (rnn_tanh, rnn_relu) and 4 | H, 6 rows x 4 blocks of H/4
 // units (as the LSTM backward's: 4 weight vectors and 6 broadcasts a k for 24 FMAs, where one block's 12 x 1
 // tiles load 13 values for 12); clockwork keeps one block, whose panels its ticking prefix skips whole
-inline int elman_blocks(int64_t H, at::IntArrayRef units) { return units.empty() && H % 4 == 0 ? 4 : 1; }
+inline int elman_blocks(int64_t H, at::IntArrayRef units) { return units.empty() ? gemv_blocks(H) : 1; }
 
 template <typename T>
 void elman_forward_loop_impl(at::Tensor& Hout, const at::Tensor& whh_t, const at::Tensor& h0, at::IntArrayRef units,
