@@ -111,11 +111,12 @@ def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
         _fused_equals_reference(cell, H=H, B=29, layers=1, bidirectional=False, **kw)
 
 
-# without a backward pass the C++ loop reads W_ih and W_hh in the cell's own gate order (i, f, g, o) through a
-# block map instead of reordered copies (internal order o, i, f, g): every LSTM-family cell, float64 and float32,
-# panels split (H = 20, partial panels) and rows owned (H = 16), padded, 2 layers, bidirectional
+# without a backward pass the C++ loop reads W_ih and W_hh (and fgr's W_gh, rows and columns) in the cell's own
+# gate order (i, f, g, o) through block maps instead of reordered copies (internal order o, i, f, g): every
+# LSTM-family cell, float64 and float32, panels split (H = 20, partial panels) and rows owned (H = 16), padded,
+# 2 layers, bidirectional
 @pytest.mark.parametrize("H", [20, 16])
-@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE])
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE + ("fgr",)])
 def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two_threads, monkeypatch):
     ref, fast = make_pair(cell, H=H)
     seen = []
@@ -140,6 +141,7 @@ def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two
         for a, b in zip(s2, s1):
             torch.testing.assert_close(a, b, rtol=tol, atol=tol)
     assert seen and all(b is not None for b in seen)  # every call took the cell-order path
+    assert all(len(b) == (7 if cell == "fgr" else 4 - (cell in ("nig", "nfg", "nog", "cifg"))) for b in seen)
     assert any(list(b) != sorted(b) for b in seen) == (cell != "nog")  # nog's i, f, g is the same order
 
 

@@ -102,21 +102,27 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     dt = _compute_dtype(inp)
     bias = _cast(bias.index_select(0, rows_ih), dt)
     inp = _cast(inp, dt)
+    gated_order = [cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else None  # W_gh: cell.gated's order
     # without a backward pass the C++ loop reads the weights in the cell's own gate order (no reordered
-    # copies of W_ih and W_hh: an H=256 call's largest fixed cost); the backward needs the kernel's order
-    if not torch.is_grad_enabled() and not cfg.fgr and native.fused_loops_for(inp):
+    # copies of W_ih, W_hh and fgr's W_gh: an H=256 call's largest fixed cost); the backward needs the
+    # kernel's order
+    if not torch.is_grad_enabled() and native.fused_loops_for(inp):
         wih, whh, blocks = _cast(p["weight_ih"], dt), _cast(p["weight_hh"], dt), order_idx
+        wgh = _cast(p["weight_gh"], dt) if cfg.fgr else None
+        if cfg.fgr:
+            blocks = order_idx + gated_order  # W_gh's rows and columns through the second map
     else:
         rows = _perm(cell, "hh", order_idx, H, dev)
         wih, whh, blocks = _cast(p["weight_ih"].index_select(0, rows_ih), dt), \
             _cast(p["weight_hh"].index_select(0, rows), dt), None
-    wgh = a0 = None
-    gated_order = None
+        wgh = None
+        if cfg.fgr:  # rows and columns reordered: blocks of H x H, a copy along each of the two block axes
+            nG, o3 = len(gated_order), torch.tensor(gated_order, device=dev)
+            wgh = _cast(p["weight_gh"].view(nG, H, nG, H).index_select(0, o3).index_select(2, o3)
+                        .view(nG * H, nG * H), dt)
+    a0 = None
     if cfg.fgr:
-        gated_order = [cell.gated.index(n) for n in cfg.order[:-1]]  # weight_gh blocks follow cell.gated (i, f, o)
-        r3 = _perm(cell, "gh", gated_order, H, dev)
-        wgh = _cast(p["weight_gh"][r3[:, None], r3], dt)  # rows and columns reordered in one gather
-        a0 = _cast(s0[2].index_select(1, r3), dt)
+        a0 = _cast(s0[2].index_select(1, _perm(cell, "gh", gated_order, H, dev)), dt)
     p_if = p_o = None
     if cfg.peepholes:
         wph = _cast(p["weight_ph"], dt)  # rows follow cell.gated: (i, f) present ones, then o
@@ -140,7 +146,7 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     out, hT, cT = outs[0], outs[1], outs[2]
     finals = [hT, cT]
     if cfg.fgr:
-        inv = torch.argsort(torch.as_tensor(gated_order)).tolist()
+        inv = [gated_order.index(j) for j in range(len(gated_order))]
         finals.append(outs[3].index_select(1, _perm(cell, "gh_inv", inv, H, dev)))
     cseq = outs[4 if cfg.fgr else 3] if want_cseq else None
     return out, tuple(finals), cseq

@@ -98,9 +98,11 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
     """Run the layer. inp (T, B, I); wih (G*H [+ H], I), bias: input weights and both biases in
     internal order (the depth gate's block last). Returns a dict of buffers.
 
-    ``blocks`` (C++ loop, float/double, no backward pass, no fgr): ``wih`` and ``whh`` are in the cell's
-    own gate order instead, internal block q being their block ``blocks[q]`` (``bias`` stays in internal
-    order): the loop reads them through that map, so they need no reordered copies."""
+    ``blocks`` (C++ loop, float/double, no backward pass): ``wih`` and ``whh`` are in the cell's own gate
+    order instead, internal block q being their block ``blocks[q]`` (``bias`` and ``a0`` stay in internal
+    order), and with fgr ``blocks[G + q]`` is internal gated block q's block of ``wgh``'s rows and columns:
+    the loop reads them through those maps, so they need no reordered copies (the activations it keeps for
+    fgr's next step are in internal order)."""
     T, B = inp.shape[0], inp.shape[1]
     H = cfg.H
     GH = whh.shape[0]

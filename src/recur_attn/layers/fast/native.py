@@ -238,8 +238,9 @@ def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int,
     """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp): in float32
     and float64 the recurrent GEMMs (fgr's gate recurrence included) are fused with the elementwise step
     (a register-blocked micro-kernel, the weights packed once per call). ``blocks``: for each internal
-    gate block, its block in ``wih``/``whh_t`` (the cell's own order; float/double inference without fgr),
-    or None when the weights come in internal order."""
+    gate block, its block in ``wih``/``whh_t`` (the cell's own order; float/double inference), then with fgr
+    each internal gated block's block of ``wgh_t``'s rows and columns; None when the weights come in
+    internal order."""
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
                                                   Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags,
                                                   blocks or [])

@@ -337,9 +337,11 @@ inline at::Tensor workspace(int slot, int64_t numel, const at::TensorOptions& op
 
 // w_t (K, G*H) -> (npan, K, G, L): W_hh^T (K = H), or fgr's gate recurrence W_gh^T (K = G = nG gated blocks),
 // in the calling thread's workspace `slot` (valid until the thread packs into that slot again)
-// (packed block g read from source block blk[g] when blk is given: the cell's own gate order)
+// (packed block g read from source block blk[g] when blk is given: the cell's own gate order; likewise the
+// k's of block j from source block kblk[j] when kblk is given: fgr's W_gh, whose inputs are gates too)
 template <typename T>
-at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot = 0, const int64_t* blk = nullptr) {
+at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot = 0, const int64_t* blk = nullptr,
+                          const int64_t* kblk = nullptr) {
   constexpr int L = Vec<T>::L;
   const int64_t npan = (H + L - 1) / L, K = w_t.size(0);
   // read through the strides: w_t is usually the transpose of a contiguous (G*H, K) weight, whose
@@ -354,12 +356,14 @@ at::Tensor pack_recurrent(const at::Tensor& w_t, int64_t G, int64_t H, int slot 
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t U = std::min<int64_t>(L, H - p * L);  // units past H: zero
       T* d = dst + p * K * G * L;
-      for (int64_t kk = 0; kk < K; ++kk)
+      for (int64_t kk = 0; kk < K; ++kk) {
+        const int64_t ks = kblk ? kblk[kk / H] * H + kk % H : kk;  // the source's k
         for (int64_t g = 0; g < G; ++g, d += L) {
-          const T* s = src + ((blk ? blk[g] : g) * H + p * L) * sc + kk * sk;
+          const T* s = src + ((blk ? blk[g] : g) * H + p * L) * sc + ks * sk;
           for (int64_t l = 0; l < U; ++l) d[l] = s[l * sc];
           for (int64_t l = U; l < L; ++l) d[l] = T(0);
         }
+      }
     }
   });
   return packed;
@@ -519,7 +523,8 @@ void fused_panels(const LstmConsts<T>& kp, int64_t H, const T* packed, const T* 
             for (int j = 0; j < L; ++j) X[q * L + j] = tile[q * L + j] + gq[q][j];
           lstm_units<T, T>(kp, X, L, L, u0, cp, cn, tc, hh, d, bl, X + G * L);
         }
-        if (keep_act)  // the activations, for the backward pass (and fgr's next step); blk is q's own there
+        if (keep_act)  // the activations, for the backward pass and fgr's next step, in internal order: block q
+          // at q * H whatever blk says (the pre-activations of all G blocks of these units are read above)
           for (int q = 0; q < G; ++q) std::copy(X + q * L, X + q * L + U, ar + q * H);
         if (U < L) {
           std::copy(cn, cn + U, cn_out);
@@ -686,7 +691,8 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
                             const c10::optional<at::Tensor>& a0, at::Tensor& C, bool keep_c,
                             const c10::optional<at::Tensor>& TC, bool save_tc, at::Tensor& Hout,
                             const at::Tensor& h0, const LstmConsts<scalar_t>& k,
-                            const c10::optional<at::Tensor>& below, at::IntArrayRef bs) {
+                            const c10::optional<at::Tensor>& below, at::IntArrayRef bs,
+                            const int64_t* gh_blk = nullptr) {
   const int64_t T = Hout.size(0), B = Hout.size(1), H = Hout.size(2), nP = P.size(1), GH = k.GH;
   const bool depth = below.has_value();
   const bool fgr = wgh_t.has_value();
@@ -709,7 +715,7 @@ void lstm_forward_loop_impl(at::Tensor& P, const at::Tensor& x2, const at::Tenso
   if constexpr (vec_type) {
     packed = pack_recurrent<scalar_t>(whh_t, G, H, 0, k.blk);
     if (fgr) {
-      packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H, 1);
+      packed_gh = pack_recurrent<scalar_t>(*wgh_t, nGH / H, H, 1, gh_blk, gh_blk);
       a0c = a0->contiguous();
     }
     h0c = h0.contiguous();
@@ -828,24 +834,34 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   TORCH_CHECK(bias.dim() == 1 && bias.size(0) == P.size(1) && bias.is_contiguous() &&
               bias.scalar_type() == P.scalar_type(), "lstm_forward_loop: bias must be a contiguous (G*H [+ H]) "
               "vector of the gate buffer's dtype");
-  // blocks: the gate buffer's and the weights' block of each internal block (empty: the same order). Only
-  // the float/double inference loop reads through it (no activations kept, no fgr)
-  if (!blocks.empty()) {
-    std::vector<int64_t> seen(blocks.begin(), blocks.end());
+  // blocks: the gate buffer's and the weights' block of each internal block (empty: the same order), then,
+  // with fgr, W_gh's block (rows and columns) of each internal gated block. Only the float/double
+  // inference loop reads through it (no activations kept for a backward pass)
+  const bool fgr = wgh_t.has_value();
+  const int64_t nmap = blocks.empty() ? 0 : nblocks + (fgr ? nblocks - 1 : 0);
+  auto is_perm = [&](int64_t from, int64_t n) {
+    std::vector<int64_t> seen(blocks.begin() + from, blocks.begin() + from + n);
     std::sort(seen.begin(), seen.end());
-    bool perm = int64_t(seen.size()) == nblocks;
-    for (int64_t q = 0; perm && q < nblocks; ++q) perm = seen[q] == q;
-    TORCH_CHECK(perm, "lstm_forward_loop: blocks must be a permutation of the ", nblocks, " gate blocks");
-    TORCH_CHECK(!save_tc && !wgh_t.has_value() && (P.scalar_type() == at::kFloat || P.scalar_type() == at::kDouble),
-                "lstm_forward_loop: blocks in another order only for the float/double inference loop without fgr");
+    for (int64_t q = 0; q < n; ++q)
+      if (seen[q] != q) return false;
+    return true;
+  };
+  if (!blocks.empty()) {
+    TORCH_CHECK(int64_t(blocks.size()) == nmap && is_perm(0, nblocks) && (!fgr || is_perm(nblocks, nblocks - 1)),
+                "lstm_forward_loop: blocks must be a permutation of the ", nblocks, " gate blocks",
+                fgr ? " followed by one of the gated blocks (fgr's W_gh)" : "", ", got ", blocks);
+    TORCH_CHECK(!save_tc && (P.scalar_type() == at::kFloat || P.scalar_type() == at::kDouble),
+                "lstm_forward_loop: blocks in another order only for the float/double inference loop");
   }
+  int64_t gh_blk[3];
+  for (int64_t q = 0; fgr && q < nmap - nblocks; ++q) gh_blk[q] = blocks[nblocks + q];
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, P.scalar_type(), "lstm_forward_loop", [&] {
     LstmConsts<scalar_t> k = lstm_consts<scalar_t>(H, GH, flags, p_if, p_o, w_cd, w_ld);
     constexpr bool vec_type = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
     if constexpr (vec_type) k.bias = bias.data_ptr<scalar_t>();  // the fused kernel's epilogue adds it
-    for (int64_t q = 0; q < int64_t(blocks.size()); ++q) k.blk[q] = blocks[q];
+    for (int64_t q = 0; q < std::min(nmap, nblocks); ++q) k.blk[q] = blocks[q];
     lstm_forward_loop_impl<scalar_t>(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc, Hout, h0, k,
-                                     below, bs);
+                                     below, bs, fgr && nmap ? gh_blk : nullptr);
   });
 }
 
