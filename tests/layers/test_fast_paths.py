@@ -360,6 +360,30 @@ def test_backward_twice_is_refused():
     torch.testing.assert_close(m.weight_hh_l0.grad, 2 * g1)
 
 
+
+# one cell per autograd Function of the fused kernels (LSTM family, GRU reset-after, GRU reset-before and
+# MUT, Elman and clockwork): a double backward is refused with a clear error, where it used to give a
+# gradient without a graph (second derivatives with respect to the weights silently missing); the
+# reference path gives them
+@pytest.mark.parametrize("cell", ["vanilla", "dglstm", "gru", "gru_cho", "mut1", "rnn_tanh", "clockwork"])
+def test_double_backward_through_fused_path_is_refused(cell):
+    ref, fast = make_pair(cell, layers=1, bidirectional=False)
+    x = torch.randn(5, 2, 5, dtype=torch.float64, requires_grad=True)
+    out, _ = ref(x)
+    g, = torch.autograd.grad((out ** 2).sum(), x, create_graph=True)
+    gw = torch.autograd.grad(g.pow(2).sum(), ref.weight_hh_l0)[0]
+    assert gw.abs().sum() > 0
+    for m in (fast, Recurrent(cell, 5, 4, num_modules=2) if cell == "clockwork" else Recurrent(cell, 5, 4)):
+        if cell in TORCH_FUSED and m.impl == "auto":
+            continue  # auto runs torch's kernel for these
+        m = m.double()
+        assert m.impl_for(5, 2) == "fused"
+        out, _ = m(x)
+        with pytest.raises(RuntimeError, match="first-order backward pass only.*impl='reference'"):
+            torch.autograd.grad((out ** 2).sum(), x, create_graph=True)
+        out, _ = m(x)  # a first-order backward still works
+        assert torch.autograd.grad((out ** 2).sum(), x)[0].shape == x.shape
+
 # bf16 autocast, every cell: through the C++ kernels ("on", the LSTM and reset-before GRU families) and
 # through the torch-op kernels ("off": the code that runs on CUDA, where the C++ loops do not)
 @pytest.mark.parametrize("cell,native_mode", [pytest.param(c, "on", marks=NO_CXX) for c in NATIVE_CELLS]

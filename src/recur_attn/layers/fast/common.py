@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +19,26 @@ CHUNK_ELEMS = 1 << 20
 def chunk_steps(T: int, B: int, width: int) -> int:
     """Steps per chunk of an inference pass's input projection ((chunk*B, width) elements, at least one step)."""
     return max(1, min(T, CHUNK_ELEMS // max(1, B * width)))
+
+
+def first_order_only(backward):
+    """The kernels' hand-written backward passes are not differentiable themselves: under
+    ``create_graph=True`` (a double backward: gradient penalties, Hessian-vector products) say so instead
+    of returning gradients that carry no graph (``once_differentiable`` raises only where the incoming
+    gradients require grad, and even then second derivatives with respect to the weights came out
+    missing). Autograd runs a backward pass in grad mode exactly when ``create_graph`` is set."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "Recurrent: the fused kernels (impl='fused', or 'auto', which runs them) have a first-order "
+                "backward pass only, and this backward asked for a graph of it (create_graph=True: a double "
+                "backward). Use impl='reference' (or impl='torch' for the cells torch implements) for "
+                "second derivatives.")
+        return backward(ctx, *grads)
+
+    return wrapper
 
 
 @contextlib.contextmanager

@@ -107,10 +107,9 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     # copies of W_ih, W_hh and fgr's W_gh: an H=256 call's largest fixed cost); the backward needs the
     # kernel's order
     if not torch.is_grad_enabled() and native.fused_loops_for(inp):
-        wih, whh, blocks = _cast(p["weight_ih"], dt), _cast(p["weight_hh"], dt), order_idx
-        wgh = _cast(p["weight_gh"], dt) if cfg.fgr else None
-        if cfg.fgr:
-            blocks = order_idx + gated_order  # W_gh's rows and columns through the second map
+        wih, whh, wgh, blocks = _cast(p["weight_ih"], dt), _cast(p["weight_hh"], dt), None, order_idx
+        if cfg.fgr:  # W_gh's rows and columns through a second map
+            wgh, blocks = _cast(p["weight_gh"], dt), order_idx + gated_order
     else:
         rows = _perm(cell, "hh", order_idx, H, dev)
         wih, whh, blocks = _cast(p["weight_ih"].index_select(0, rows_ih), dt), \

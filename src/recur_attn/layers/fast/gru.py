@@ -27,7 +27,7 @@ from torch import Tensor
 from . import native
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
-from .common import backward_step_rows, chunk_steps, stash, take, tanh_, tanh_out
+from .common import backward_step_rows, chunk_steps, first_order_only, stash, take, tanh_, tanh_out
 
 
 # ============================================================ nn.GRU's form
@@ -77,7 +77,7 @@ class GRUAfterSequence(torch.autograd.Function):
         return res["H"], _finals(res["H"], lengths)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only
     def backward(ctx, dout, dhT):
         inp, wih, whh = ctx.saved_tensors
         bs, lengths, bufs = ctx.bs, ctx.lengths, take(ctx, "GRU")
@@ -267,7 +267,7 @@ class GRUBeforeSequence(torch.autograd.Function):
         return res["H"], _finals(res["H"], lengths), xw
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only
     def backward(ctx, dout, dhT, _dxw_out):
         w1, wz, wn = ctx.saved_tensors
         cfg, bs, lengths, bufs = ctx.cfg, ctx.bs, ctx.lengths, take(ctx, "GRU")

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor
 
 from . import native
-from .common import backward_step_rows, chunk_steps, from_sigmoid_, sigmoid_tanh, stash, take, tanh_out
+from .common import (backward_step_rows, chunk_steps, first_order_only, from_sigmoid_, sigmoid_tanh, stash, take,
+                     tanh_out)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class LSTMSequence(torch.autograd.Function):
         return tuple(outs)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only
     def backward(ctx, dout, dhT, dcT, *rest):
         cfg, bs, lengths = ctx.cfg, ctx.bs, ctx.lengths
         inp, wih, whh, wgh, p_if, p_o, w_cd, w_ld, below, a0 = ctx.saved_tensors

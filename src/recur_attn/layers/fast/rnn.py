@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from . import native
-from .common import backward_step_rows
+from .common import backward_step_rows, first_order_only
 from .common import dh_buffer as _dh_buffer
 from .common import final_states as _finals
 from .common import tanh_
@@ -115,7 +115,7 @@ class ElmanSequence(torch.autograd.Function):
         return Hout, _finals(Hout, lengths)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only
     def backward(ctx, dout, dhT):
         inp, wih, whh, h0, Hout = ctx.saved_tensors
         bs, lengths, relu, units = ctx.bs, ctx.lengths, ctx.relu, ctx.units
