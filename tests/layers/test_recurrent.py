@@ -179,6 +179,26 @@ def test_bad_input_messages():
         Recurrent("lstm", 3, 4, num_layers=0)
 
 
+# a dtype mismatch used to run in the input's dtype through the fused kernels (weights cast per call) and
+# fail deep inside torch through the reference path and torch's kernel; every implementation now says so
+@pytest.mark.parametrize("impl", ["auto", "reference", "fused"])
+@pytest.mark.parametrize("name", ["lstm", "vanilla", "gru_cho", "rnn_tanh"])
+def test_dtype_mismatch_is_named(name, impl):
+    rnn = Recurrent(name, 3, 4, impl=impl)
+    with pytest.raises(ValueError, match=r"input is torch.float64 but the parameters are torch.float32"):
+        rnn(torch.randn(5, 2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"input is on meta but the parameters are on cpu"):
+        rnn(torch.randn(5, 2, 3, device="meta"))  # (a CUDA input with the module on CPU alike)
+    state = rnn.init_state(2, torch.float64, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"state h is torch.float64 on cpu, the input torch.float32 on cpu"):
+        rnn(torch.randn(5, 2, 3), state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's dtype is allowed under it
+        out, _ = rnn(torch.randn(5, 2, 3, dtype=torch.bfloat16), rnn.init_state(2, torch.float32, "cpu"))
+        assert out.shape == (5, 2, 4)
+        with pytest.raises(ValueError, match=r"input is torch.float64"):
+            rnn(torch.randn(5, 2, 3, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("name", ["lstm", "cifg", "gru", "dglstm", "clockwork"])
 def test_recording_keeps_outputs_and_records_gates(name):
     torch.manual_seed(0)

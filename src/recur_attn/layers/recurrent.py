@@ -249,8 +249,25 @@ class Recurrent(nn.Module):
             )
         if not x.is_floating_point():
             raise ValueError(f"Recurrent({self.cell_name!r}): input must be floating point, got {x.dtype}")
+        w = self.cell_params(0)["weight_hh"]
+        if x.device != w.device:
+            raise ValueError(f"Recurrent({self.cell_name!r}): input is on {x.device} but the parameters are on "
+                             f"{w.device}; move one of them (module.to(x.device))")
+        # every implementation needs the parameters' dtype (the fused kernels would otherwise cast the weights
+        # to the input's, the reference and torch's kernels fail deep inside torch), or autocast's under it
+        if x.dtype not in self._dtypes(x.device):
+            raise ValueError(f"Recurrent({self.cell_name!r}): input is {x.dtype} but the parameters are "
+                             f"{w.dtype}; convert one of them (module.to({x.dtype}) or x.to({w.dtype}))")
 
-    def _check_state(self, state, batch: int) -> tuple[Tensor, ...]:
+    def _dtypes(self, device: torch.device) -> tuple[torch.dtype, ...]:
+        """The dtypes inputs and states may have: the parameters', and autocast's where it is on."""
+        w = self.cell_params(0)["weight_hh"].dtype
+        if torch.is_autocast_enabled(device.type):
+            return w, torch.get_autocast_dtype(device.type)
+        return (w,)
+
+    def _check_state(self, state, x: Tensor) -> tuple[Tensor, ...]:
+        batch = x.shape[1]
         if isinstance(state, Tensor):
             state = (state,)
         state = tuple(state)
@@ -266,6 +283,9 @@ class Recurrent(nn.Module):
                     f"Recurrent({self.cell_name!r}): expected state {name} of shape "
                     f"(num_layers*num_directions={LD}, B={batch}, {size}), got {tuple(s.shape)}"
                 )
+            if s.device != x.device or s.dtype not in self._dtypes(x.device):
+                raise ValueError(f"Recurrent({self.cell_name!r}): state {name} is {s.dtype} on {s.device}, the "
+                                 f"input {x.dtype} on {x.device}; give the state the input's dtype and device")
         return state
 
     def _check_lengths(self, lengths, batch: int, T: int) -> Tensor:
@@ -304,7 +324,7 @@ class Recurrent(nn.Module):
         if state is None:
             state = self.init_state(B, x.dtype, x.device)
         else:
-            state = self._check_state(state, B)
+            state = self._check_state(state, x)
 
         if self._records is not None:
             recs: list[dict] = []
