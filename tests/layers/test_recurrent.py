@@ -179,6 +179,20 @@ def test_bad_input_messages():
         Recurrent("lstm", 3, 4, num_layers=0)
 
 
+# an empty batch runs nothing and returns empty outputs and states for every implementation (the fused
+# kernels used to fail deep inside torch on it); no time steps is an error that says so
+@pytest.mark.parametrize("impl", ["auto", "reference", "fused"])
+@pytest.mark.parametrize("name", ["lstm", "fgr", "gru_cho", "rnn_tanh", "dglstm"])
+def test_empty_batch_and_no_steps(name, impl):
+    rnn = Recurrent(name, 3, 4, num_layers=2, bidirectional=True, batch_first=True, impl=impl)
+    out, state = rnn(torch.randn(0, 5, 3), lengths=torch.zeros(0, dtype=torch.long))
+    state = state if isinstance(state, tuple) else (state,)
+    assert out.shape == (0, 5, 8) and all(s.shape[:2] == (4, 0) for s in state)
+    assert len(state) == rnn.num_states
+    with pytest.raises(ValueError, match=r"the input has no time steps \(T = 0\)"):
+        rnn(torch.randn(2, 0, 3))
+
+
 # a dtype mismatch used to run in the input's dtype through the fused kernels (weights cast per call) and
 # fail deep inside torch through the reference path and torch's kernel; every implementation now says so
 @pytest.mark.parametrize("impl", ["auto", "reference", "fused"])

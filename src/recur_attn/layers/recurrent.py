@@ -294,7 +294,7 @@ class Recurrent(nn.Module):
             raise ValueError(f"lengths must have shape (B={batch},), got {tuple(lengths.shape)}")
         if lengths.is_floating_point():
             raise ValueError(f"lengths must be integers, got {lengths.dtype}")
-        lo, hi = int(lengths.min()), int(lengths.max())
+        lo, hi = (int(lengths.min()), int(lengths.max())) if batch else (1, 1)
         if lo < 1 or hi > T:
             raise ValueError(f"lengths must lie in [1, T={T}], got min {lo}, max {hi}")
         return lengths.long()
@@ -319,6 +319,8 @@ class Recurrent(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if packed:
             self._check_input(x)
+        if T == 0:
+            raise ValueError(f"Recurrent({self.cell_name!r}): the input has no time steps (T = 0)")
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T)
         if state is None:
@@ -336,7 +338,9 @@ class Recurrent(nn.Module):
             self._records.extend(recs)
         else:
             impl = self.impl_for(T, B, x.device)
-            if impl == "torch":
+            if B == 0:  # an empty batch: nothing to run (the kernels' buffers would be empty)
+                out, new_state = x.new_zeros(T, 0, self.output_size), state
+            elif impl == "torch":
                 out, new_state = self._forward_torch(x, state, lengths)
             elif impl == "fused":
                 out, new_state = forward_fused(self, x, state, lengths)
