@@ -85,7 +85,7 @@ class Recurrent(nn.Module):
         cell: a name in :data:`recur_attn.cells.CELLS`.
         input_size, hidden_size, num_layers, batch_first, dropout, bidirectional:
             as for nn.LSTM (dropout between layers, not after the last one).
-        impl: "auto", "torch" or "reference" (module docstring).
+        impl: "auto", "fused", "torch" or "reference" (module docstring).
         **cell_kwargs: passed to each layer's cell (e.g. forget_bias, num_modules).
     """
 
