@@ -193,6 +193,30 @@ def test_empty_batch_and_no_steps(name, impl):
         rnn(torch.randn(2, 0, 3))
 
 
+# a parametrized weight (weight norm on W_hh) is not in the module's _parameters: every implementation reads
+# the computed weight, and the gradients reach the parametrization's own parameters
+@pytest.mark.parametrize("name", ["vanilla", "gru_cho", "rnn_tanh", "lstm"])
+def test_parametrized_weights_reach_every_implementation(name):
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    ref = Recurrent(name, 3, 8, impl="reference").double()
+    auto = Recurrent(name, 3, 8).double()
+    for m in (ref, auto):
+        weight_norm(m, "weight_hh_l0")
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn_like(p))
+    auto.load_state_dict(ref.state_dict())
+    assert auto.impl_for(5, 2) == ("torch" if name == "lstm" else "fused")
+    x = torch.randn(5, 2, 3, dtype=torch.double)
+    outs = [m(x)[0] for m in (ref, auto)]
+    torch.testing.assert_close(outs[1], outs[0])
+    grads = [torch.autograd.grad(o.pow(2).sum(), list(m.parameters())) for o, m in zip(outs, (ref, auto))]
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b)
+
+
 # a dtype mismatch used to run in the input's dtype through the fused kernels (weights cast per call) and
 # fail deep inside torch through the reference path and torch's kernel; every implementation now says so
 @pytest.mark.parametrize("impl", ["auto", "reference", "fused"])

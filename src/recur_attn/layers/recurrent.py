@@ -49,6 +49,7 @@ from ..cells import RecurrentCell, build_cell, check_cell_name
 from ..cells.base import check_size
 from .fast import forward_fused, native
 from .fast import supports as fused_supports
+from .fast.common import reverse_padded  # noqa: F401  (also exported from here and from recur_attn.layers)
 
 #: cells torch runs with its own fused kernels, and the _VF entry for each. Greff's ``np`` (no
 #: peepholes) has exactly nn.LSTM's equations and parameter layout, so it runs nn.LSTM's kernel.
@@ -61,21 +62,6 @@ CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu")
 #: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
 #: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
 SINGLE_STEP_LSTM_ROWS = 8
-
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of a time-major padded batch within its own length.
-
-    x (T, B, ...) -> (T, B, ...); positions past a sequence's length stay in place.
-    """
-    if lengths is None:
-        return x.flip(0)
-    T = x.shape[0]
-    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
-    L = lengths.to(x.device)[None, :]  # (1, B)
-    idx = torch.where(t < L, L - 1 - t, t)  # (T, B)
-    idx = idx.reshape(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(0, idx)
 
 
 class Recurrent(nn.Module):
@@ -127,6 +113,7 @@ class Recurrent(nn.Module):
                     self.register_parameter(pname + suffix, p)
                     names.append(pname)
                 c._param_names = tuple(names)
+                c._param_keys = tuple(n + suffix for n in names)
                 c._suffix = suffix
                 cells.append(c)
         self.cells = nn.ModuleList(cells)
@@ -134,6 +121,8 @@ class Recurrent(nn.Module):
         if impl == "fused" and self._fused_unsupported is not None:
             raise ValueError(f"impl='fused' is not available for cell {cell!r}: {self._fused_unsupported}")
         self.state_names = cells[0].state_names
+        self._state_sizes = tuple(cells[0].state_sizes())  # (the fgr gate memory is 3H in every layer)
+        self._probe = "weight_hh" + cells[0]._suffix  # a parameter every cell has: where the weights are
         self.num_states = len(self.state_names)
         self.output_size = hidden_size * self.num_directions
         self._records: list[dict] | None = None  # set while recording()
@@ -141,7 +130,8 @@ class Recurrent(nn.Module):
     # ------------------------------------------------------------------ helpers
     def cell_params(self, index: int) -> dict[str, Tensor]:
         c = self.cells[index]
-        return {n: getattr(self, n + c._suffix) for n in c._param_names}
+        ps = self._parameters  # (a parametrized weight is not in there: getattr computes it)
+        return {n: ps[k] if k in ps else getattr(self, k) for n, k in zip(c._param_names, c._param_keys)}
 
     def reset_parameters(self) -> None:
         for k, c in enumerate(self.cells):
@@ -157,7 +147,7 @@ class Recurrent(nn.Module):
         """Whether "auto" prefers the fused kernel to torch's for this cell where the weights are now."""
         if self.cell_name not in CPU_FUSED_FIRST:
             return False
-        w = self.cell_params(0)["weight_hh"]
+        w = getattr(self, self._probe)
         return (w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64)
                 and not torch.is_autocast_enabled("cpu") and native.state() == "on")
 
@@ -202,7 +192,7 @@ class Recurrent(nn.Module):
         steps and short sequences"). From T = 2-4 (GRU family, clockwork, B = 64) or 16 (LSTM family,
         B = 1) on, the fused path is the faster.
         """
-        dev = torch.device(device) if device is not None else self.cell_params(0)["weight_hh"].device
+        dev = torch.device(device) if device is not None else getattr(self, self._probe).device
         if self._records is None and self.impl == "auto" and seq_len == 1 and dev.type == "cpu":
             if self.cell_name in TORCH_FUSED and not (TORCH_FUSED[self.cell_name] == "lstm"
                                                       and batch_size <= SINGLE_STEP_LSTM_ROWS):
@@ -228,13 +218,10 @@ class Recurrent(nn.Module):
             s += f", {self.cell_kwargs}"
         return s + f", impl={self.impl!r}"
 
-    def _state_shapes(self) -> list[tuple[int, ...]]:
-        return [s for s in self.cells[0].state_sizes()]
-
     def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         LD = self.num_layers * self.num_directions
         # the state sizes may differ between layers only in the fgr gate memory, which is 3H everywhere
-        return tuple(torch.zeros(LD, batch, s, dtype=dtype, device=device) for s in self._state_shapes())
+        return tuple(torch.zeros(LD, batch, s, dtype=dtype, device=device) for s in self._state_sizes)
 
     # ------------------------------------------------------------------ checks
     def _check_input(self, x: Tensor) -> None:
@@ -249,25 +236,26 @@ class Recurrent(nn.Module):
             )
         if not x.is_floating_point():
             raise ValueError(f"Recurrent({self.cell_name!r}): input must be floating point, got {x.dtype}")
-        w = self.cell_params(0)["weight_hh"]
+
+    def _check_placement(self, x: Tensor, state: tuple[Tensor, ...] | None) -> None:
+        """Input and state on the parameters' device, in their dtype or (under autocast) in autocast's: every
+        implementation needs that (the fused kernels would otherwise cast the weights to the input's dtype,
+        the reference and torch's kernels fail deep inside torch)."""
+        w = getattr(self, self._probe)
         if x.device != w.device:
             raise ValueError(f"Recurrent({self.cell_name!r}): input is on {x.device} but the parameters are on "
                              f"{w.device}; move one of them (module.to(x.device))")
-        # every implementation needs the parameters' dtype (the fused kernels would otherwise cast the weights
-        # to the input's, the reference and torch's kernels fail deep inside torch), or autocast's under it
-        if x.dtype not in self._dtypes(x.device):
+        ok = (w.dtype, torch.get_autocast_dtype(x.device.type)) if torch.is_autocast_enabled(x.device.type) \
+            else (w.dtype,)
+        if x.dtype not in ok:
             raise ValueError(f"Recurrent({self.cell_name!r}): input is {x.dtype} but the parameters are "
                              f"{w.dtype}; convert one of them (module.to({x.dtype}) or x.to({w.dtype}))")
+        for name, s in zip(self.state_names, state or ()):
+            if s.device != x.device or s.dtype not in ok:
+                raise ValueError(f"Recurrent({self.cell_name!r}): state {name} is {s.dtype} on {s.device}, the "
+                                 f"input {x.dtype} on {x.device}; give the state the input's dtype and device")
 
-    def _dtypes(self, device: torch.device) -> tuple[torch.dtype, ...]:
-        """The dtypes inputs and states may have: the parameters', and autocast's where it is on."""
-        w = self.cell_params(0)["weight_hh"].dtype
-        if torch.is_autocast_enabled(device.type):
-            return w, torch.get_autocast_dtype(device.type)
-        return (w,)
-
-    def _check_state(self, state, x: Tensor) -> tuple[Tensor, ...]:
-        batch = x.shape[1]
+    def _check_state(self, state, batch: int) -> tuple[Tensor, ...]:
         if isinstance(state, Tensor):
             state = (state,)
         state = tuple(state)
@@ -277,15 +265,12 @@ class Recurrent(nn.Module):
                 f"{self.state_names}, got {len(state)}"
             )
         LD = self.num_layers * self.num_directions
-        for name, s, size in zip(self.state_names, state, self._state_shapes()):
+        for name, s, size in zip(self.state_names, state, self._state_sizes):
             if tuple(s.shape) != (LD, batch, size):
                 raise ValueError(
                     f"Recurrent({self.cell_name!r}): expected state {name} of shape "
                     f"(num_layers*num_directions={LD}, B={batch}, {size}), got {tuple(s.shape)}"
                 )
-            if s.device != x.device or s.dtype not in self._dtypes(x.device):
-                raise ValueError(f"Recurrent({self.cell_name!r}): state {name} is {s.dtype} on {s.device}, the "
-                                 f"input {x.dtype} on {x.device}; give the state the input's dtype and device")
         return state
 
     def _check_lengths(self, lengths, batch: int, T: int) -> Tensor:
@@ -324,9 +309,11 @@ class Recurrent(nn.Module):
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T)
         if state is None:
+            self._check_placement(x, None)
             state = self.init_state(B, x.dtype, x.device)
         else:
-            state = self._check_state(state, x)
+            state = self._check_state(state, B)
+            self._check_placement(x, state)
 
         if self._records is not None:
             recs: list[dict] = []

@@ -153,3 +153,18 @@ def dh_buffer(dout, dhT, lengths, T, B, H, dev, dt):
         else:
             DH.index_put_((lengths.to(dev) - 1, torch.arange(B, device=dev)), dhT, accumulate=True)
     return DH
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of a time-major padded batch within its own length.
+
+    x (T, B, ...) -> (T, B, ...); positions past a sequence's length stay in place.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
+    L = lengths.to(x.device)[None, :]  # (1, B)
+    idx = torch.where(t < L, L - 1 - t, t)  # (T, B)
+    idx = idx.reshape(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, idx)

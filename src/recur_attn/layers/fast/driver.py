@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ...cells import ClockworkCell, DepthGatedLSTMCell, ElmanCell, GRUCell, LSTMCell, MUTCell, RecurrentCell
 from . import native
+from .common import reverse_padded
 from .gru import (GRUAfterSequence, GRUBeforeConfig, GRUBeforeProjection, GRUBeforeSequence, gru_after_forward,
                   gru_before_infer)
 from .lstm import LSTMConfig, LSTMSequence, lstm_forward, lstm_outputs
@@ -262,8 +263,6 @@ def _run_direction(cell, p, inp, s0, bs, lengths, below, want_cseq):
 # ------------------------------------------------------------------ whole stack
 def forward_fused(rnn, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None):
     """Same contract as ``Recurrent._forward_reference``: x (T, B, I) -> (out (T, B, D*H), state tuple)."""
-    from ..recurrent import reverse_padded  # here: recurrent.py imports this package
-
     T = x.shape[0]
     D = rnn.num_directions
     bs = order = None
@@ -277,7 +276,7 @@ def forward_fused(rnn, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | N
         x = x.index_select(1, order_dev)
         state = tuple(s.index_select(1, order_dev) for s in state)
         lengths = sorted_len.to(x.device)
-    dglstm = isinstance(rnn.cells[0], DepthGatedLSTMCell)
+    dglstm = rnn.cell_name == "dglstm"
     finals: list[list[Tensor]] = [[] for _ in range(rnn.num_states)]
     layer_in = x
     below_cells: list[Tensor | None] = [None] * D
