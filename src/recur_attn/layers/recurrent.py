@@ -49,7 +49,7 @@ from ..cells import RecurrentCell, build_cell, check_cell_name
 from ..cells.base import check_size
 from .fast import forward_fused, native
 from .fast import supports as fused_supports
-from .fast.common import reverse_padded  # noqa: F401  (also exported from here and from recur_attn.layers)
+from .fast.common import reverse_padded
 
 #: cells torch runs with its own fused kernels, and the _VF entry for each. Greff's ``np`` (no
 #: peepholes) has exactly nn.LSTM's equations and parameter layout, so it runs nn.LSTM's kernel.
@@ -308,12 +308,11 @@ class Recurrent(nn.Module):
             raise ValueError(f"Recurrent({self.cell_name!r}): the input has no time steps (T = 0)")
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T)
-        if state is None:
-            self._check_placement(x, None)
-            state = self.init_state(B, x.dtype, x.device)
-        else:
+        if state is not None:
             state = self._check_state(state, B)
-            self._check_placement(x, state)
+        self._check_placement(x, state)
+        if state is None:
+            state = self.init_state(B, x.dtype, x.device)
 
         if self._records is not None:
             recs: list[dict] = []
