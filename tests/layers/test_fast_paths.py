@@ -360,7 +360,6 @@ def test_backward_twice_is_refused():
     torch.testing.assert_close(m.weight_hh_l0.grad, 2 * g1)
 
 
-
 # one cell per autograd Function of the fused kernels (LSTM family, GRU reset-after, GRU reset-before and
 # MUT, Elman and clockwork): a double backward is refused with a clear error, where it used to give a
 # gradient without a graph (second derivatives with respect to the weights silently missing); the
@@ -383,6 +382,7 @@ def test_double_backward_through_fused_path_is_refused(cell):
             torch.autograd.grad((out ** 2).sum(), x, create_graph=True)
         out, _ = m(x)  # a first-order backward still works
         assert torch.autograd.grad((out ** 2).sum(), x)[0].shape == x.shape
+
 
 # bf16 autocast, every cell: through the C++ kernels ("on", the LSTM and reset-before GRU families) and
 # through the torch-op kernels ("off": the code that runs on CUDA, where the C++ loops do not)
