@@ -217,6 +217,35 @@ def test_parametrized_weights_reach_every_implementation(name):
         torch.testing.assert_close(a, b)
 
 
+# torch.func transforms: the fused kernels' autograd Functions have no functorch rules and torch's RNN kernels
+# no vmap rule, so "auto" runs the cell's step loop under them (it used to fail with torch's "must override the
+# setup_context staticmethod" or "Batching rule not implemented for aten::lstm"); impl="fused" says why not
+@pytest.mark.parametrize("name", ["vanilla", "gru_cho", "rnn_tanh", "lstm"])
+def test_auto_runs_under_torch_func_transforms(name):
+    from torch.func import functional_call, grad, jacrev, vmap
+
+    torch.manual_seed(0)
+    ref, auto = Recurrent(name, 3, 4, impl="reference"), Recurrent(name, 3, 4)
+    auto.load_state_dict(ref.state_dict())
+    assert auto.impl_for(5, 2) in ("fused", "torch")  # outside a transform: a kernel
+    x = torch.randn(5, 2, 3)
+    jr, ja = (jacrev(lambda xx: m(xx)[0][-1])(x) for m in (ref, auto))
+    torch.testing.assert_close(ja, jr)
+    gr, ga = (grad(lambda p: functional_call(m, p, (x,))[0].pow(2).sum())(dict(m.named_parameters()))
+              for m in (ref, auto))
+    for k in gr:
+        torch.testing.assert_close(ga[k], gr[k])
+    vr, va = (vmap(lambda xx: m(xx.unsqueeze(1))[0].squeeze(1), in_dims=1)(x) for m in (ref, auto))
+    torch.testing.assert_close(va, vr)
+    seen = []
+    grad(lambda xx: seen.append(auto.impl_for(5, 2)) or auto(xx)[0].sum())(x)
+    assert seen == ["reference"]
+    if name != "lstm":
+        fused = Recurrent(name, 3, 4, impl="fused")
+        with pytest.raises(ValueError, match=r"impl='fused'\): the fused kernels cannot run under a torch.func"):
+            jacrev(lambda xx: fused(xx)[0][-1])(x)
+
+
 # a dtype mismatch used to run in the input's dtype through the fused kernels (weights cast per call) and
 # fail deep inside torch through the reference path and torch's kernel; every implementation now says so
 @pytest.mark.parametrize("impl", ["auto", "reference", "fused"])

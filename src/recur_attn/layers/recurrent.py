@@ -32,8 +32,10 @@ Implementations (``impl``):
     "reference" -- the cell's own step -- for the others: the
     whole-sequence kernels' set-up per call (the recurrent weights reordered
     and packed, O(weights)) is not paid back by one step (see
-    ``Recurrent.impl_for``). ``active_impl`` says which one runs for sequences,
-    ``impl_for(T, B)`` for a given length and batch.
+    ``Recurrent.impl_for``). Under a torch.func transform (grad, jacrev,
+    vmap, ...) "auto" runs "reference", the one implementation that supports
+    them all (``in_func_transform``). ``active_impl`` says which one runs for
+    sequences, ``impl_for(T, B)`` for a given length and batch.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu")
 #: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
 #: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
 SINGLE_STEP_LSTM_ROWS = 8
+
+
+def in_func_transform() -> bool:
+    """Whether a torch.func transform (grad, vjp, jacrev, jacfwd, vmap, ...) is running. The fused kernels'
+    autograd Functions have no functorch rules (setup_context, vmap) and torch's RNN kernels no batching
+    rule; the reference step loop runs under every transform, so "auto" takes it there."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 class Recurrent(nn.Module):
@@ -141,7 +150,7 @@ class Recurrent(nn.Module):
     def uses_torch_kernel(self) -> bool:
         if self._records is not None or self.cell_name not in TORCH_FUSED:
             return False
-        return self.impl == "torch" or (self.impl == "auto" and not self._fused_first())
+        return self.impl == "torch" or (self.impl == "auto" and not self._fused_first() and not in_func_transform())
 
     def _fused_first(self) -> bool:
         """Whether "auto" prefers the fused kernel to torch's for this cell where the weights are now."""
@@ -193,7 +202,8 @@ class Recurrent(nn.Module):
         B = 1) on, the fused path is the faster.
         """
         dev = torch.device(device) if device is not None else getattr(self, self._probe).device
-        if self._records is None and self.impl == "auto" and seq_len == 1 and dev.type == "cpu":
+        if self._records is None and self.impl == "auto" and seq_len == 1 and dev.type == "cpu" \
+                and not in_func_transform():
             if self.cell_name in TORCH_FUSED and not (TORCH_FUSED[self.cell_name] == "lstm"
                                                       and batch_size <= SINGLE_STEP_LSTM_ROWS):
                 return "torch"
@@ -204,7 +214,8 @@ class Recurrent(nn.Module):
     def uses_fused_kernel(self) -> bool:
         if self._records is not None or self.uses_torch_kernel:
             return False
-        return self.impl == "fused" or (self.impl == "auto" and self._fused_unsupported is None)
+        return self.impl == "fused" or (self.impl == "auto" and self._fused_unsupported is None
+                                        and not in_func_transform())
 
     def extra_repr(self) -> str:
         s = f"{self.cell_name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -329,6 +340,11 @@ class Recurrent(nn.Module):
             elif impl == "torch":
                 out, new_state = self._forward_torch(x, state, lengths)
             elif impl == "fused":
+                if in_func_transform():
+                    raise ValueError(
+                        f"Recurrent({self.cell_name!r}, impl='fused'): the fused kernels cannot run under a "
+                        f"torch.func transform (grad, vjp, jacrev, vmap): they have no functorch rules. "
+                        f"impl='auto' runs the cell's step loop there, as impl='reference' does.")
                 out, new_state = forward_fused(self, x, state, lengths)
             else:
                 out, new_state = self._forward_reference(x, state, lengths)
