@@ -8,10 +8,12 @@ passes through the fused path; and ``auto`` really runs the fused kernels.
 
 from __future__ import annotations
 
+import random
 import shutil
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
@@ -217,6 +219,57 @@ def _fused_equals_reference(cell, H=4, B=4, device="cpu", **kw):
             continue
         assert a is not None, name
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9, msg=lambda m, n=name: f"{cell} grad {n}: {m}")
+
+
+# combinations the parametrized tests above do not enumerate: 200 seeded random configurations (cell, layers,
+# directions, batch_first, sizes with and without full panels, no lengths / lengths / sorted or unsorted
+# PackedSequence, given or default state, training or no grad), "auto" (whatever it picks: torch's kernel,
+# the fused kernels, the cell's step at T == 1) against the reference: outputs, final states, every gradient
+@pytest.mark.parametrize("native_mode", NATIVE_MODES)
+def test_random_configurations_auto_equals_reference(native_mode):
+    rng = random.Random(0)
+    for i in range(200):
+        cell, layers, bi, bf = rng.choice(ALL), rng.choice([1, 2, 3]), rng.random() < 0.5, rng.random() < 0.5
+        I, H, T, B = rng.choice([1, 3, 5]), rng.choice([2, 4, 6, 16, 17, 20]), rng.choice([1, 2, 3, 7]), \
+            rng.choice([1, 2, 5, 13])
+        mode, give_state, train = rng.choice(["none", "lengths", "packed", "unsorted"]), rng.random() < 0.5, \
+            rng.random() < 0.7
+        kw = {"num_modules": 2 if H % 2 == 0 else 1} if cell == "clockwork" else {}
+        ref, _ = make_pair(cell, I=I, H=H, layers=layers, bidirectional=bi, batch_first=bf, **kw)
+        auto = Recurrent(cell, I, H, num_layers=layers, bidirectional=bi, batch_first=bf, **kw).double()
+        auto.load_state_dict(ref.state_dict())
+        torch.manual_seed(i)
+        x = torch.randn(*((B, T, I) if bf else (T, B, I)), dtype=torch.float64, requires_grad=train)
+        lengths = torch.tensor([rng.randint(1, T) for _ in range(B)])
+        state = random_state(ref, B) if give_state else None
+        if state is not None and train:
+            state = tuple(s.requires_grad_() for s in state)
+        results = []
+        for m in (ref, auto):
+            st = None if state is None else (state if len(state) > 1 else state[0])
+            with torch.set_grad_enabled(train), reusable_backward(), native.using(native_mode):
+                if mode == "none":
+                    out, s = m(x, st)
+                elif mode == "lengths":
+                    out, s = m(x, st, lengths=lengths)
+                else:
+                    ln = lengths if mode == "unsorted" else lengths.sort(descending=True).values
+                    out, s = m(pack_padded_sequence(x, ln, batch_first=bf, enforce_sorted=mode == "packed"), st)
+                    out = out.data
+                s = s if isinstance(s, tuple) else (s,)
+                grads = ()
+                if train:
+                    gen = torch.Generator().manual_seed(1)
+                    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in (out,) + s)
+                    leaves = [x] + list(state or ()) + list(m.parameters())
+                    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            results.append((out,) + s + tuple(grads))
+        where = f"config {i}: {cell} layers={layers} bi={bi} bf={bf} I={I} H={H} T={T} B={B} {mode} state={give_state} " \
+                f"train={train} ({auto.impl_for(T, B)})"
+        for a, b in zip(results[1], results[0]):
+            assert (a is None) == (b is None), where
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8, msg=lambda m: f"{where}: {m}")
 
 
 @pytest.mark.parametrize("cell", ["vanilla", "cifg", "fgr", "gru_cho", "mut3", "clockwork"])
