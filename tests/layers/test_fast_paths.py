@@ -145,6 +145,20 @@ def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two
     assert seen and all(b is not None for b in seen)  # every call took the cell-order path
     assert all(len(b) == (7 if cell == "fgr" else 4 - (cell in ("nig", "nfg", "nog", "cifg"))) for b in seen)
     assert any(list(b) != sorted(b) for b in seen) == (cell != "nog")  # nog's i, f, g is the same order
+    # unpadded, the whole call is one op (native.lstm_infer: biases, fgr's gates in and out, final states)
+    infer_calls = []
+    real_infer = native.lstm_infer
+    monkeypatch.setattr(native, "lstm_infer", lambda *a, **k: infer_calls.append(1) or real_infer(*a, **k))
+    seen.clear()
+    for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        r, f = ref.to(dt), fast.to(dt)
+        with torch.no_grad(), native.using("on"):
+            o1, s1 = r(x.to(dt), tuple(s.to(dt) for s in state))
+            o2, s2 = f(x.to(dt), tuple(s.to(dt) for s in state))
+        torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
+        for a, b in zip(s2, s1):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    assert len(infer_calls) == 2 * 4 and not seen  # 2 dtypes x 2 layers x 2 directions, no other loop
 
 
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("vanilla", "dglstm")])

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ...cells import ClockworkCell, DepthGatedLSTMCell, ElmanCell, GRUCell, LSTMCell, MUTCell, RecurrentCell
 from . import native
-from .common import reverse_padded
+from .common import chunk_steps, reverse_padded
 from .gru import (GRUAfterSequence, GRUBeforeConfig, GRUBeforeProjection, GRUBeforeSequence, gru_after_forward,
                   gru_before_infer)
 from .lstm import LSTMConfig, LSTMSequence, lstm_forward, lstm_outputs
@@ -98,6 +98,9 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     H = cell.hidden_size
     dev = inp.device
     cfg, order_idx = _lstm_config(cell)
+    if bs is None and not torch.is_grad_enabled() and native.fused_loops_for(inp) \
+            and not torch.is_autocast_enabled(dev.type):
+        return _infer_lstm(cell, cfg, order_idx, p, inp, s0, below, want_cseq)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
     dt = _compute_dtype(inp)
@@ -150,6 +153,21 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
         finals.append(outs[3].index_select(1, _perm(cell, "gh_inv", inv, H, dev)))
     cseq = outs[4 if cfg.fgr else 3] if want_cseq else None
     return out, tuple(finals), cseq
+
+
+def _infer_lstm(cell, cfg: LSTMConfig, order_idx: list[int], p, inp, s0, below, want_cseq):
+    """_run_lstm without a backward pass, padding or autocast, in float32/float64 on CPU: one C++ op
+    (native.lstm_infer) reads the cell's own weights through the block maps and does the rest of the call
+    (the biases, the buffers, the final states), which as ~20 tensor ops was most of a short call's cost."""
+    blocks = order_idx + ([cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else [])
+    res = native.lstm_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], p["weight_hh"],
+                            p["weight_gh"] if cfg.fgr else None, p["weight_ph"] if cfg.peepholes else None,
+                            p["weight_cd"] if cfg.depth else None, p["weight_ld"] if cfg.depth else None,
+                            below if cfg.depth else None, s0[0], s0[1], s0[2] if cfg.fgr else None,
+                            chunk_steps(inp.shape[0], inp.shape[1], p["weight_ih"].shape[0]),
+                            native.lstm_flags(cfg), blocks, want_cseq)
+    out, hT, cT, aT, cseq = res
+    return out, (hT, cT, aT) if cfg.fgr else (hT, cT), cseq if want_cseq else None
 
 
 # ------------------------------------------------------------------ GRU family

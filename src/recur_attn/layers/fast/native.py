@@ -246,6 +246,19 @@ def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int,
                                                   blocks or [])
 
 
+def lstm_infer(x: Tensor, wih: Tensor, bias_ih: Tensor, bias_hh: Tensor, whh: Tensor, wgh: Tensor | None,
+               wph: Tensor | None, w_cd: Tensor | None, w_ld: Tensor | None, below: Tensor | None, h0: Tensor,
+               c0: Tensor, a0: Tensor | None, tc: int, flags: int, blocks: list[int],
+               want_cseq: bool) -> list[Tensor]:
+    """One LSTM-family layer-direction's whole inference call without padding (float32/float64) in one op:
+    the biases summed and put in the kernel's gate order, fgr's gates mapped in and out, the buffers, the
+    loop of :func:`lstm_forward_loop` and the final states (see csrc/pointwise.cpp). Weights, peepholes
+    ``wph`` and fgr's ``a0`` in the cell's own layout; ``blocks`` as for :func:`lstm_forward_loop`.
+    Returns [out, h_T, c_T, a_T (fgr; else empty), the cell sequence (want_cseq; else empty)]."""
+    return torch.ops.recur_attn_native.lstm_infer(x, wih, bias_ih, bias_hh, whh, wgh, wph, w_cd, w_ld, below, h0,
+                                                  c0, a0, tc, flags, blocks, want_cseq)
+
+
 def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: Tensor, RH: Tensor, save: bool,
                             TH: Tensor | None, Hout: Tensor, h0: Tensor, bs: list[int], keep_z: bool) -> None:
     """The forward loop of :func:`..gru.gru_before_forward` in C++ (see csrc/pointwise.cpp)."""

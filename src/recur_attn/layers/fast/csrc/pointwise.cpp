@@ -865,6 +865,90 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   });
 }
 
+// A whole inference call of one LSTM-family layer-direction without padding (float, double): what
+// ../driver.py's _run_lstm, ../lstm.py's lstm_forward and lstm_outputs do around lstm_forward_loop, in one op, so
+// that a short call does not pay for ~20 small tensor ops and their Python (the fixed cost of a call). Weights in
+// the cell's own layout (blocks: as lstm_forward_loop's, internal block q <- the cell's block blocks[q], then fgr's
+// gated blocks); wih (G*H [+ H], I) with the depth gate's block last, bias_ih alike, bias_hh (G*H); wph the
+// peepholes in the cell's rows (i, f present ones, then o); a0 (B, nG*H) fgr's previous gates in the cell's order.
+// Returns [out (T, B, H), h_T, c_T, a_T (fgr, the cell's order) or an empty tensor, the cell sequence (T, B, H)
+// when want_cseq, else an empty tensor].
+std::vector<at::Tensor> lstm_infer(const at::Tensor& x, const at::Tensor& wih, const at::Tensor& bias_ih,
+                                   const at::Tensor& bias_hh, const at::Tensor& whh,
+                                   const c10::optional<at::Tensor>& wgh, const c10::optional<at::Tensor>& wph,
+                                   const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld,
+                                   const c10::optional<at::Tensor>& below, const at::Tensor& h0,
+                                   const at::Tensor& c0, const c10::optional<at::Tensor>& a0, int64_t tc,
+                                   int64_t flags, at::IntArrayRef blocks, bool want_cseq) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "lstm_infer: a (T, B, I) float32/float64 CPU input");
+  const int64_t T = x.size(0), B = x.size(1), H = whh.size(1), GH = whh.size(0);
+  const bool og = flags & kOutputGate, depth = below.has_value(), fgr = wgh.has_value();
+  const int64_t G = GH / H, nG = G - 1, nP = GH + (depth ? H : 0), nGH = fgr ? nG * H : 0;
+  TORCH_CHECK(int64_t(blocks.size()) == G + (fgr ? nG : 0), "lstm_infer: blocks must map the ", G, " gate blocks",
+              fgr ? " and the gated blocks" : "");
+  for (const at::Tensor& t : {wih, bias_ih, bias_hh, whh, h0, c0})
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "lstm_infer: weights and states in the input's dtype");
+  TORCH_CHECK(wih.size(0) == nP && bias_ih.numel() == nP && bias_hh.numel() == GH && (!fgr || a0.has_value()),
+              "lstm_infer: wih/bias_ih must have G*H [+ H] rows, bias_hh G*H, and fgr needs a0");
+  const at::TensorOptions opt = x.options();
+  at::Tensor xc = x.contiguous();
+  at::Tensor bias = at::empty({nP}, opt);  // both biases in internal order, the depth gate's last
+  at::Tensor bih = bias_ih.contiguous(), bhh = bias_hh.contiguous();
+  at::Tensor a0i, pif, po;
+  if (fgr) a0i = at::empty({B, nGH}, opt);
+  const int64_t kif = (wph.has_value() ? wph->size(0) : 0) - (wph.has_value() && og ? 1 : 0);
+  if (wph.has_value()) {
+    if (kif > 0) pif = wph->narrow(0, 0, kif).contiguous();
+    if (og) po = wph->select(0, kif).contiguous();
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_infer_prep", [&] {
+    const scalar_t *bi = bih.data_ptr<scalar_t>(), *bh = bhh.data_ptr<scalar_t>();
+    scalar_t* b = bias.data_ptr<scalar_t>();
+    for (int64_t q = 0; q < G; ++q)
+      for (int64_t u = 0; u < H; ++u) b[q * H + u] = bi[blocks[q] * H + u] + bh[blocks[q] * H + u];
+    if (depth) std::copy(bi + GH, bi + nP, b + GH);
+    if (fgr) {  // the cell's gated order -> internal
+      at::Tensor a0c = a0->contiguous();
+      const scalar_t* s = a0c.data_ptr<scalar_t>();
+      scalar_t* d = a0i.data_ptr<scalar_t>();
+      for (int64_t r = 0; r < B; ++r)
+        for (int64_t q = 0; q < nG; ++q)
+          std::copy(s + r * nGH + blocks[G + q] * H, s + r * nGH + (blocks[G + q] + 1) * H, d + r * nGH + q * H);
+    }
+  });
+  const int64_t tcc = fgr ? T : std::max<int64_t>(1, std::min(tc, T));
+  at::Tensor P = at::empty({tcc * B, nP}, opt);
+  at::Tensor C = at::empty({want_cseq ? T + 1 : 2, B, H}, opt);
+  C.select(0, 0).copy_(c0);
+  const bool oa = flags & kOutputActivation;
+  c10::optional<at::Tensor> TC = oa ? c10::optional<at::Tensor>(at::empty({B, H}, opt)) : c10::nullopt;
+  at::Tensor Hout = at::empty({T, B, H}, opt);
+  c10::optional<at::Tensor> p_if = pif.defined() ? c10::optional<at::Tensor>(pif) : c10::nullopt;
+  c10::optional<at::Tensor> p_o = po.defined() ? c10::optional<at::Tensor>(po) : c10::nullopt;
+  c10::optional<at::Tensor> wgh_t = fgr ? c10::optional<at::Tensor>(wgh->t()) : c10::nullopt;
+  c10::optional<at::Tensor> a0o = fgr ? c10::optional<at::Tensor>(a0i) : c10::nullopt;
+  c10::optional<at::Tensor> bl = depth ? c10::optional<at::Tensor>(below->contiguous()) : c10::nullopt;
+  lstm_forward_loop(P, xc.view({T * B, xc.size(2)}), wih, bias, tcc, whh.t(), wgh_t, a0o, C, want_cseq, TC, false,
+                    Hout, h0, p_if, p_o, bl, w_cd, w_ld, {}, GH, flags, blocks);
+  at::Tensor hT = Hout.select(0, T - 1).clone();
+  // the alternating cell buffer is this call's own: its last cell is returned without a copy
+  at::Tensor cT = want_cseq ? C.select(0, T).clone() : C.select(0, T % 2);
+  at::Tensor aT = at::empty({0}, opt), cseq = at::empty({0}, opt);
+  if (fgr) {  // step T-1's gates (internal order, in P) -> the cell's order
+    aT = at::empty({B, nGH}, opt);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_infer_aT", [&] {
+      const scalar_t* s = P.data_ptr<scalar_t>() + (T - 1) * B * nP;
+      scalar_t* d = aT.data_ptr<scalar_t>();
+      for (int64_t r = 0; r < B; ++r)
+        for (int64_t q = 0; q < nG; ++q)
+          std::copy(s + r * nP + q * H, s + r * nP + (q + 1) * H, d + r * nGH + blocks[G + q] * H);
+    });
+  }
+  if (want_cseq) cseq = C.narrow(0, 1, T);
+  return {Hout, hT, cT, aT, cseq};
+}
+
 // The backward loop of ../lstm.py's lstm_backward, step for step: per step the recurrent dh GEMM
 // (rows alive at t+1), one elementwise pass per row that turns the saved activations of step t
 // into the pre-activation gradients (in place) and gives dc_{t-1}, and fgr's two GEMMs. The
@@ -1601,6 +1685,10 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "Tensor? p_if, Tensor? p_o, Tensor? below, Tensor? w_cd, Tensor? w_ld, int[] bs, int GH, int flags, "
       "int[] blocks) -> ()");
   m.def(
+      "lstm_infer(Tensor x, Tensor wih, Tensor bias_ih, Tensor bias_hh, Tensor whh, Tensor? wgh, Tensor? wph, "
+      "Tensor? w_cd, Tensor? w_ld, Tensor? below, Tensor h0, Tensor c0, Tensor? a0, int tc, int flags, int[] blocks, "
+      "bool want_cseq) -> Tensor[]");
+  m.def(
       "lstm_backward_loop(Tensor(a!) A, Tensor C, Tensor? TC, Tensor(b!) DH, Tensor(c!) dc_a, Tensor(d!) dc_b, "
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
       "Tensor? p_o, Tensor(g!)? D, Tensor? below, Tensor(h!)? dbelow, Tensor? w_cd, Tensor? w_ld, int[] bs, "
@@ -1619,6 +1707,7 @@ TORCH_LIBRARY(recur_attn_native, m) {
 
 TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_forward_loop", &lstm_forward_loop);
+  m.impl("lstm_infer", &lstm_infer);
   m.impl("gru_before_forward_loop", &gru_before_forward_loop);
   m.impl("lstm_backward_loop", &lstm_backward_loop);
   m.impl("gru_before_backward_loop", &gru_before_backward_loop);
