@@ -161,6 +161,26 @@ def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two
     assert len(infer_calls) == 2 * 4 and not seen  # 2 dtypes x 2 layers x 2 directions, no other loop
 
 
+# unpadded inference of the Elman cells and clockwork is one op a layer-direction (native.elman_infer)
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("rnn_tanh", "rnn_relu", "clockwork")])
+def test_native_elman_inference_in_one_op(cell, monkeypatch):
+    ref, fast = make_pair(cell, H=16)
+    calls = []
+    real = native.elman_infer
+    monkeypatch.setattr(native, "elman_infer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(3)
+    x = torch.randn(9, 5, 5, dtype=torch.float64)
+    state = random_state(ref, 5)
+    for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        r, f = ref.to(dt), fast.to(dt)
+        with torch.no_grad(), native.using("on"):
+            o1, s1 = r(x.to(dt), state[0].to(dt))
+            o2, s2 = f(x.to(dt), state[0].to(dt))
+        torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
+        torch.testing.assert_close(s2, s1, rtol=tol, atol=tol)
+    assert len(calls) == 2 * 4  # 2 dtypes x 2 layers x 2 directions
+
+
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("vanilla", "dglstm")])
 def test_native_weights_larger_than_l2(cell, two_threads):
     """H = 512 in float32: 4 MB of packed recurrent weights, so threads take panels and each panel's row

@@ -257,6 +257,10 @@ def _run_elman(cell, p, inp, s0, bs, lengths):
         relu, periods, msize = False, cell.periods, cell.module_size
     else:
         whh, units, relu, periods, msize = p["weight_hh"], None, cell.nonlinearity == "relu", None, None
+    if bs is None and not torch.is_grad_enabled() and native.fused_loops_for(inp) \
+            and not torch.is_autocast_enabled(dev.type):  # the whole call in one op (a short call's fixed cost)
+        out, hT = native.elman_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], whh, s0[0], units or [], relu)
+        return out, (hT,), None
     inp, wih, bias = _cast(inp, dt), _cast(p["weight_ih"], dt), _cast(p["bias_ih"] + p["bias_hh"], dt)
     whh, h0 = _cast(whh, dt), _cast(s0[0], dt)
     with _autocast_off(dev.type):

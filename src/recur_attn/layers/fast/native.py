@@ -283,6 +283,14 @@ def elman_forward_loop(Hout: Tensor, whh_t: Tensor, h0: Tensor, units: list[int]
     torch.ops.recur_attn_native.elman_forward_loop(Hout, whh_t, h0, units, bs, relu)
 
 
+def elman_infer(x: Tensor, wih: Tensor, bias_ih: Tensor, bias_hh: Tensor, whh: Tensor, h0: Tensor,
+                units: list[int], relu: bool) -> list[Tensor]:
+    """One Elman/clockwork layer-direction's whole inference call without padding (float32/float64) in one
+    op: the input projection with both biases, the loop of :func:`elman_forward_loop`, h_T (see
+    csrc/pointwise.cpp). ``whh``: clockwork's already masked. Returns [out, h_T]."""
+    return torch.ops.recur_attn_native.elman_infer(x, wih, bias_ih, bias_hh, whh, h0, units, relu)
+
+
 def elman_backward_loop(DH: Tensor, dh0: Tensor, Hout: Tensor, whh: Tensor, units: list[int], bs: list[int],
                         relu: bool) -> None:
     """The backward step loop of :class:`..rnn.ElmanSequence` in C++: DH (T, B, H), the outputs' gradients, is

@@ -1665,6 +1665,24 @@ void elman_forward_loop(at::Tensor Hout, const at::Tensor& whh_t, const at::Tens
                              [&] { elman_forward_loop_impl<scalar_t>(Hout, whh_t, h0, units, bs, relu); });
 }
 
+// A whole inference call of one Elman/clockwork layer-direction without padding (float, double) in one op,
+// as ../rnn.py's elman_forward and the driver's final state do it: the input projection with both biases into
+// the output buffer, the step loop, h_T. whh (H, H): clockwork's already masked. Returns [out (T, B, H), h_T].
+std::vector<at::Tensor> elman_infer(const at::Tensor& x, const at::Tensor& wih, const at::Tensor& bias_ih,
+                                    const at::Tensor& bias_hh, const at::Tensor& whh, const at::Tensor& h0,
+                                    at::IntArrayRef units, bool relu) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "elman_infer: a (T, B, I) float32/float64 CPU input");
+  for (const at::Tensor& t : {wih, bias_ih, bias_hh, whh, h0})
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "elman_infer: weights and state in the input's dtype");
+  const int64_t T = x.size(0), B = x.size(1), H = whh.size(0);
+  at::Tensor Hout = at::empty({T, B, H}, x.options());
+  at::Tensor P = Hout.view({T * B, H});  // the input projection, which the loop turns into h_t in place
+  at::addmm_out(P, at::add(bias_ih, bias_hh), x.contiguous().view({T * B, x.size(2)}), wih.t());
+  elman_forward_loop(Hout, whh.t(), h0, units, {}, relu);
+  return {Hout, Hout.select(0, T - 1).clone()};
+}
+
 void elman_backward_loop(at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout, const at::Tensor& whh,
                          at::IntArrayRef units, at::IntArrayRef bs, bool relu) {
   check_elman(DH, whh, "elman_backward_loop");
@@ -1696,6 +1714,9 @@ TORCH_LIBRARY(recur_attn_native, m) {
   m.def(
       "gru_before_backward_loop(Tensor(a!) A, Tensor(b!) DH, Tensor(c!) dh0, Tensor Hout, Tensor h0, Tensor w1, "
       "Tensor? wz, Tensor? TH, Tensor wn, int[] bs, bool keep_z) -> ()");
+  m.def(
+      "elman_infer(Tensor x, Tensor wih, Tensor bias_ih, Tensor bias_hh, Tensor whh, Tensor h0, int[] units, "
+      "bool relu) -> Tensor[]");
   m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
   m.def(
       "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
@@ -1712,6 +1733,7 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_backward_loop", &lstm_backward_loop);
   m.impl("gru_before_backward_loop", &gru_before_backward_loop);
   m.impl("elman_forward_loop", &elman_forward_loop);
+  m.impl("elman_infer", &elman_infer);
   m.impl("elman_backward_loop", &elman_backward_loop);
 }
 
