@@ -601,19 +601,21 @@ def test_native_mode_errors(monkeypatch):
 
 
 def test_np_runs_nn_lstm_kernel_and_equals_its_reference():
-    """Greff's np (no peepholes) is nn.LSTM's equations: auto runs torch's kernel, same numbers."""
+    """Greff's np (no peepholes) is nn.LSTM's equations: impl="torch" runs torch's kernel (auto's choice on
+    GPU, and on CPU without the C++ kernels), same numbers as the reference and the fused kernels."""
     ref, _ = make_pair("np")
-    auto = Recurrent("np", 5, 4, num_layers=2, bidirectional=True).double()
-    auto.load_state_dict(ref.state_dict())
-    assert auto.active_impl == "torch"
-    x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([4, 7, 2, 7])
-    state = tuple(s.requires_grad_() for s in random_state(ref, 4))
-    o1, s1, g1 = run(ref, x, state, lengths)
-    o2, s2, g2 = run(auto, x, state, lengths)
-    torch.testing.assert_close(o2, o1)
-    for a, b in zip(s2 + g2, s1 + g1):
-        torch.testing.assert_close(a, b)
+    for impl in ("torch", "auto"):
+        m = Recurrent("np", 5, 4, num_layers=2, bidirectional=True, impl=impl).double()
+        m.load_state_dict(ref.state_dict())
+        assert m.active_impl == ("torch" if impl == "torch" or native.state() != "on" else "fused")
+        x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
+        lengths = torch.tensor([4, 7, 2, 7])
+        state = tuple(s.requires_grad_() for s in random_state(ref, 4))
+        o1, s1, g1 = run(ref, x, state, lengths)
+        o2, s2, g2 = run(m, x, state, lengths)
+        torch.testing.assert_close(o2, o1)
+        for a, b in zip(s2 + g2, s1 + g1):
+            torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("H", [40, 32, 64])

@@ -9,6 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
 from recur_attn.layers.fast import native
+from recur_attn.layers.recurrent import CPU_FUSED_FIRST, TORCH_FUSED
 
 TORCH_MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}
 
@@ -39,8 +40,8 @@ def test_matches_torch_module(name, impl, L, bi):
     ref = torch_twin(name, I, H, L, bi)
     rnn = Recurrent(name, I, H, num_layers=L, bidirectional=bi, batch_first=True, impl=impl)
     rnn.load_state_dict(ref.state_dict(), strict=True)
-    # auto: torch's kernel, but the fused one for rnn_tanh on CPU when the C++ kernels are built
-    fused_first = name == "rnn_tanh" and native.state() == "on"
+    # auto: torch's kernel, but the fused one for lstm and rnn_tanh on CPU when the C++ kernels are built
+    fused_first = name in CPU_FUSED_FIRST and native.state() == "on"
     assert rnn.active_impl == ("reference" if impl == "reference" else "fused" if fused_first else "torch")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, T, I, generator=g)
@@ -193,28 +194,30 @@ def test_empty_batch_and_no_steps(name, impl):
         rnn(torch.randn(2, 0, 3))
 
 
-# a parametrized weight (weight norm on W_hh) is not in the module's _parameters: every implementation reads
-# the computed weight, and the gradients reach the parametrization's own parameters
+# a parametrized weight (weight norm on W_hh) is not in the module's _parameters: every implementation (the
+# fused kernels, torch's) reads the computed weight, and the gradients reach the parametrization's own parameters
 @pytest.mark.parametrize("name", ["vanilla", "gru_cho", "rnn_tanh", "lstm"])
 def test_parametrized_weights_reach_every_implementation(name):
     from torch.nn.utils.parametrizations import weight_norm
 
     torch.manual_seed(0)
-    ref = Recurrent(name, 3, 8, impl="reference").double()
-    auto = Recurrent(name, 3, 8).double()
-    for m in (ref, auto):
+    impls = ["reference", "fused"] + (["torch"] if name in TORCH_FUSED else [])
+    mods = [Recurrent(name, 3, 8, impl=impl).double() for impl in impls]
+    for m in mods:
         weight_norm(m, "weight_hh_l0")
     with torch.no_grad():
-        for p in ref.parameters():
+        for p in mods[0].parameters():
             p.copy_(torch.randn_like(p))
-    auto.load_state_dict(ref.state_dict())
-    assert auto.impl_for(5, 2) == ("torch" if name == "lstm" else "fused")
+    for m in mods[1:]:
+        m.load_state_dict(mods[0].state_dict())
+    assert [m.impl_for(5, 2) for m in mods] == impls
     x = torch.randn(5, 2, 3, dtype=torch.double)
-    outs = [m(x)[0] for m in (ref, auto)]
-    torch.testing.assert_close(outs[1], outs[0])
-    grads = [torch.autograd.grad(o.pow(2).sum(), list(m.parameters())) for o, m in zip(outs, (ref, auto))]
-    for a, b in zip(grads[1], grads[0]):
-        torch.testing.assert_close(a, b)
+    outs = [m(x)[0] for m in mods]
+    grads = [torch.autograd.grad(o.pow(2).sum(), list(m.parameters())) for o, m in zip(outs, mods)]
+    for o, g in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(o, outs[0])
+        for a, b in zip(g, grads[0]):
+            torch.testing.assert_close(a, b)
 
 
 # torch.func transforms: the fused kernels' autograd Functions have no functorch rules and torch's RNN kernels

@@ -23,10 +23,11 @@ Implementations (``impl``):
     hand-written backward -- every cell of the zoo (clockwork: periods that
     form a divisibility chain, as the default 2^k).
   * ``"auto"`` (default): the fastest implementation the cell has: "torch"
-    for the five cells above (but "fused" for ``rnn_tanh`` and ``rnn_relu``
-    with float32/float64 weights on CPU, outside autocast, when the C++
-    kernels are built: there they run in 0.3-0.6x the time of torch's CPU
-    RNN), else "fused" where the cell has a kernel, else "reference". On CPU
+    for the five cells above (but "fused" for ``rnn_tanh``, ``rnn_relu``,
+    ``lstm`` and ``np`` with float32/float64 weights on CPU, outside autocast,
+    when the C++ kernels are built: there they are the faster ones,
+    ``CPU_FUSED_FIRST``), else "fused" where the cell has a kernel, else
+    "reference". On CPU
     a single step (T == 1: sampling a token at a time) runs "torch" for the
     five cells (but "reference" for ``lstm``/``np`` with at most 8 rows) and
     "reference" -- the cell's own step -- for the others: the
@@ -57,10 +58,11 @@ from .fast.common import reverse_padded
 #: peepholes) has exactly nn.LSTM's equations and parameter layout, so it runs nn.LSTM's kernel.
 TORCH_FUSED = {"lstm": "lstm", "np": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
 IMPLS = ("auto", "torch", "fused", "reference")
-#: cells of TORCH_FUSED whose fused kernel is the faster one on CPU (the Elman C++ loop against torch's CPU RNN:
-#: docs/benchmarks.md); "auto" runs it there with float32/float64 weights, outside autocast, when the C++
-#: kernels are built, and torch's kernel (cuDNN) everywhere else
-CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu")
+#: cells of TORCH_FUSED whose fused kernel is the faster one on CPU (docs/benchmarks.md): the Elman C++ loop
+#: against torch's CPU RNN (0.5-0.6x its time), the LSTM loops against torch's CPU LSTM (training 0.72-1.05x,
+#: inference 0.88-1.05x over 6 sizes, and 0.6-0.7x for short calls); "auto" runs it there with float32/float64
+#: weights, outside autocast, when the C++ kernels are built, and torch's kernel (cuDNN) everywhere else
+CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu", "lstm", "np")
 #: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
 #: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
 SINGLE_STEP_LSTM_ROWS = 8
