@@ -18,7 +18,6 @@ def _explicit_grads(rnn: Recurrent, head: torch.nn.Linear, x, y):
     """Run the layers by hand, step by step, retain_grad on every h_t and c_t."""
     L = rnn.num_layers
     states = [rnn.cells[k].init_state(B, x.dtype, x.device) for k in range(L)]
-    xws = [None] * L
     hs = [[] for _ in range(L)]
     cs = [[] for _ in range(L)]
     xw0 = rnn.cells[0].input_projection(rnn.cell_params(0), x)  # (B, T, G*H)
