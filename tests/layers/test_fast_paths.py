@@ -113,55 +113,42 @@ def test_native_elman_wide_layer_and_many_rows(cell, H, modules, two_threads):
         _fused_equals_reference(cell, H=H, B=29, layers=1, bidirectional=False, **kw)
 
 
-# without a backward pass the C++ loop reads W_ih and W_hh (and fgr's W_gh, rows and columns) in the cell's own
-# gate order (i, f, g, o) through block maps instead of reordered copies (internal order o, i, f, g): every
-# LSTM-family cell, float64 and float32, panels split (H = 20, partial panels) and rows owned (H = 16), padded,
-# 2 layers, bidirectional
+# without a backward pass the whole call is one op (native.lstm_infer), which reads W_ih and W_hh (and fgr's W_gh,
+# rows and columns) in the cell's own gate order (i, f, g, o) through block maps instead of reordered copies
+# (internal order o, i, f, g): every LSTM-family cell, float64 and float32, panels split (H = 20, partial panels)
+# and rows owned (H = 16), padded and not, 2 layers, bidirectional
 @pytest.mark.parametrize("H", [20, 16])
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE + ("fgr",)])
 def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two_threads, monkeypatch):
     ref, fast = make_pair(cell, H=H)
-    seen = []
-    real = native.lstm_forward_loop
-
-    def spy(*a, **k):
-        seen.append(a[-1] if len(a) > 22 else k.get("blocks"))
-        return real(*a, **k)
-
-    monkeypatch.setattr(native, "lstm_forward_loop", spy)
+    calls = []  # (blocks, bs) of each native.lstm_infer call
+    real_infer, real_loop = native.lstm_infer, native.lstm_forward_loop
+    monkeypatch.setattr(native, "lstm_infer", lambda *a, **k: calls.append((a[15], a[16])) or real_infer(*a, **k))
+    loops = []
+    monkeypatch.setattr(native, "lstm_forward_loop", lambda *a, **k: loops.append(1) or real_loop(*a, **k))
     torch.manual_seed(2)
     B = 29
     x = torch.randn(7, B, 5, dtype=torch.float64)
-    lengths = torch.tensor([4, 7, 2, 7] * 7 + [5])
     state = random_state(ref, B)
-    for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
-        r, f = ref.to(dt), fast.to(dt)
-        with torch.no_grad(), native.using("on"):
-            o1, s1 = r(x.to(dt), tuple(s.to(dt) for s in state), lengths=lengths)
-            o2, s2 = f(x.to(dt), tuple(s.to(dt) for s in state), lengths=lengths)
-        torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
-        for a, b in zip(s2, s1):
-            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    assert seen and all(b is not None for b in seen)  # every call took the cell-order path
-    assert all(len(b) == (7 if cell == "fgr" else 4 - (cell in ("nig", "nfg", "nog", "cifg"))) for b in seen)
-    assert any(list(b) != sorted(b) for b in seen) == (cell != "nog")  # nog's i, f, g is the same order
-    # unpadded, the whole call is one op (native.lstm_infer: biases, fgr's gates in and out, final states)
-    infer_calls = []
-    real_infer = native.lstm_infer
-    monkeypatch.setattr(native, "lstm_infer", lambda *a, **k: infer_calls.append(1) or real_infer(*a, **k))
-    seen.clear()
-    for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
-        r, f = ref.to(dt), fast.to(dt)
-        with torch.no_grad(), native.using("on"):
-            o1, s1 = r(x.to(dt), tuple(s.to(dt) for s in state))
-            o2, s2 = f(x.to(dt), tuple(s.to(dt) for s in state))
-        torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
-        for a, b in zip(s2, s1):
-            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    assert len(infer_calls) == 2 * 4 and not seen  # 2 dtypes x 2 layers x 2 directions, no other loop
+    for lengths in (torch.tensor([4, 7, 2, 7] * 7 + [5]), None):  # padded, then not
+        for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+            r, f = ref.to(dt), fast.to(dt)
+            with torch.no_grad(), native.using("on"):
+                o1, s1 = r(x.to(dt), tuple(s.to(dt) for s in state), lengths=lengths)
+                o2, s2 = f(x.to(dt), tuple(s.to(dt) for s in state), lengths=lengths)
+            torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
+            for a, b in zip(s2, s1):
+                torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    # every call was one op (no Python loop around native.lstm_forward_loop): 2 x 2 dtypes x 2 layers x 2
+    # directions, the padded ones with the batch sizes
+    assert len(calls) == 16 and not loops
+    assert all(list(bs) == ([29, 29, 22, 22, 15, 14, 14] if i < 8 else []) for i, (_, bs) in enumerate(calls))
+    blocks = [b for b, _ in calls]
+    assert all(len(b) == (7 if cell == "fgr" else 4 - (cell in ("nig", "nfg", "nog", "cifg"))) for b in blocks)
+    assert any(list(b) != sorted(b) for b in blocks) == (cell != "nog")  # nog's i, f, g is the same order
 
 
-# unpadded inference of the Elman cells and clockwork is one op a layer-direction (native.elman_infer)
+# inference of the Elman cells and clockwork is one op a layer-direction (native.elman_infer), padded or not
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("rnn_tanh", "rnn_relu", "clockwork")])
 def test_native_elman_inference_in_one_op(cell, monkeypatch):
     ref, fast = make_pair(cell, H=16)
@@ -171,14 +158,15 @@ def test_native_elman_inference_in_one_op(cell, monkeypatch):
     torch.manual_seed(3)
     x = torch.randn(9, 5, 5, dtype=torch.float64)
     state = random_state(ref, 5)
-    for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
-        r, f = ref.to(dt), fast.to(dt)
-        with torch.no_grad(), native.using("on"):
-            o1, s1 = r(x.to(dt), state[0].to(dt))
-            o2, s2 = f(x.to(dt), state[0].to(dt))
-        torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
-        torch.testing.assert_close(s2, s1, rtol=tol, atol=tol)
-    assert len(calls) == 2 * 4  # 2 dtypes x 2 layers x 2 directions
+    for lengths in (None, torch.tensor([3, 9, 1, 9, 6])):
+        for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+            r, f = ref.to(dt), fast.to(dt)
+            with torch.no_grad(), native.using("on"):
+                o1, s1 = r(x.to(dt), state[0].to(dt), lengths=lengths)
+                o2, s2 = f(x.to(dt), state[0].to(dt), lengths=lengths)
+            torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
+            torch.testing.assert_close(s2, s1, rtol=tol, atol=tol)
+    assert len(calls) == 2 * 2 * 4  # unpadded and padded x 2 dtypes x 2 layers x 2 directions
 
 
 @pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("vanilla", "dglstm")])

@@ -98,31 +98,24 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     H = cell.hidden_size
     dev = inp.device
     cfg, order_idx = _lstm_config(cell)
-    if bs is None and not torch.is_grad_enabled() and native.fused_loops_for(inp) \
-            and not torch.is_autocast_enabled(dev.type):
-        return _infer_lstm(cell, cfg, order_idx, p, inp, s0, below, want_cseq)
+    if not torch.is_grad_enabled() and native.fused_loops_for(inp) and not torch.is_autocast_enabled(dev.type):
+        return _infer_lstm(cell, cfg, order_idx, p, inp, s0, bs, below, want_cseq)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
     dt = _compute_dtype(inp)
     bias = _cast(bias.index_select(0, rows_ih), dt)
     inp = _cast(inp, dt)
+    # the kernels' gate order: W_ih, W_hh (and fgr's W_gh) reordered (index_select, whose backward puts the
+    # gradients back); the C++ inference op above reads the cell's own order instead
     gated_order = [cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else None  # W_gh: cell.gated's order
-    # without a backward pass the C++ loop reads the weights in the cell's own gate order (no reordered
-    # copies of W_ih, W_hh and fgr's W_gh: an H=256 call's largest fixed cost); the backward needs the
-    # kernel's order
-    if not torch.is_grad_enabled() and native.fused_loops_for(inp):
-        wih, whh, wgh, blocks = _cast(p["weight_ih"], dt), _cast(p["weight_hh"], dt), None, order_idx
-        if cfg.fgr:  # W_gh's rows and columns through a second map
-            wgh, blocks = _cast(p["weight_gh"], dt), order_idx + gated_order
-    else:
-        rows = _perm(cell, "hh", order_idx, H, dev)
-        wih, whh, blocks = _cast(p["weight_ih"].index_select(0, rows_ih), dt), \
-            _cast(p["weight_hh"].index_select(0, rows), dt), None
-        wgh = None
-        if cfg.fgr:  # rows and columns reordered: blocks of H x H, a copy along each of the two block axes
-            nG, o3 = len(gated_order), torch.tensor(gated_order, device=dev)
-            wgh = _cast(p["weight_gh"].view(nG, H, nG, H).index_select(0, o3).index_select(2, o3)
-                        .view(nG * H, nG * H), dt)
+    rows = _perm(cell, "hh", order_idx, H, dev)
+    wih = _cast(p["weight_ih"].index_select(0, rows_ih), dt)
+    whh = _cast(p["weight_hh"].index_select(0, rows), dt)
+    wgh = None
+    if cfg.fgr:  # rows and columns reordered: blocks of H x H, a copy along each of the two block axes
+        nG, o3 = len(gated_order), torch.tensor(gated_order, device=dev)
+        wgh = _cast(p["weight_gh"].view(nG, H, nG, H).index_select(0, o3).index_select(2, o3)
+                    .view(nG * H, nG * H), dt)
     a0 = None
     if cfg.fgr:
         a0 = _cast(s0[2].index_select(1, _perm(cell, "gh", gated_order, H, dev)), dt)
@@ -144,7 +137,7 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
         if torch.is_grad_enabled():
             outs = LSTMSequence.apply(cfg, bs, lengths, *args, want_cseq)
         else:
-            res = lstm_forward(cfg, bs, *args, save=False, want_cseq=want_cseq, blocks=blocks)
+            res = lstm_forward(cfg, bs, *args, save=False, want_cseq=want_cseq)
             outs = lstm_outputs(cfg, res, lengths, inp.shape[0], want_cseq)
     out, hT, cT = outs[0], outs[1], outs[2]
     finals = [hT, cT]
@@ -155,17 +148,18 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     return out, tuple(finals), cseq
 
 
-def _infer_lstm(cell, cfg: LSTMConfig, order_idx: list[int], p, inp, s0, below, want_cseq):
-    """_run_lstm without a backward pass, padding or autocast, in float32/float64 on CPU: one C++ op
-    (native.lstm_infer) reads the cell's own weights through the block maps and does the rest of the call
-    (the biases, the buffers, the final states), which as ~20 tensor ops was most of a short call's cost."""
+def _infer_lstm(cell, cfg: LSTMConfig, order_idx: list[int], p, inp, s0, bs, below, want_cseq):
+    """_run_lstm without a backward pass or autocast, in float32/float64 on CPU: one C++ op (native.lstm_infer)
+    reads the cell's own weights through block maps (no reordered copies of W_ih, W_hh, W_gh: an H=256
+    call's largest fixed cost) and does the rest of the call (the biases, the buffers, the final states at
+    each row's end), which as ~20 tensor ops was most of a short call's cost."""
     blocks = order_idx + ([cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else [])
     res = native.lstm_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], p["weight_hh"],
                             p["weight_gh"] if cfg.fgr else None, p["weight_ph"] if cfg.peepholes else None,
                             p["weight_cd"] if cfg.depth else None, p["weight_ld"] if cfg.depth else None,
                             below if cfg.depth else None, s0[0], s0[1], s0[2] if cfg.fgr else None,
                             chunk_steps(inp.shape[0], inp.shape[1], p["weight_ih"].shape[0]),
-                            native.lstm_flags(cfg), blocks, want_cseq)
+                            native.lstm_flags(cfg), blocks, bs or [], want_cseq)
     out, hT, cT, aT, cseq = res
     return out, (hT, cT, aT) if cfg.fgr else (hT, cT), cseq if want_cseq else None
 
@@ -257,9 +251,10 @@ def _run_elman(cell, p, inp, s0, bs, lengths):
         relu, periods, msize = False, cell.periods, cell.module_size
     else:
         whh, units, relu, periods, msize = p["weight_hh"], None, cell.nonlinearity == "relu", None, None
-    if bs is None and not torch.is_grad_enabled() and native.fused_loops_for(inp) \
-            and not torch.is_autocast_enabled(dev.type):  # the whole call in one op (a short call's fixed cost)
-        out, hT = native.elman_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], whh, s0[0], units or [], relu)
+    if not torch.is_grad_enabled() and native.fused_loops_for(inp) and not torch.is_autocast_enabled(dev.type):
+        # the whole call in one op (a short call's fixed cost)
+        out, hT = native.elman_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], whh, s0[0], units or [],
+                                     bs or [], relu)
         return out, (hT,), None
     inp, wih, bias = _cast(inp, dt), _cast(p["weight_ih"], dt), _cast(p["bias_ih"] + p["bias_hh"], dt)
     whh, h0 = _cast(whh, dt), _cast(s0[0], dt)

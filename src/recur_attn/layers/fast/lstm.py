@@ -95,15 +95,10 @@ def _rows(buf: Tensor, t: int, b: int) -> Tensor:
 def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor, bias: Tensor, whh: Tensor,
                  wgh: Tensor | None, p_if: Tensor | None, p_o: Tensor | None, w_cd: Tensor | None,
                  w_ld: Tensor | None, below: Tensor | None, h0: Tensor, c0: Tensor, a0: Tensor | None,
-                 save: bool, want_cseq: bool, blocks: list[int] | None = None):
+                 save: bool, want_cseq: bool):
     """Run the layer. inp (T, B, I); wih (G*H [+ H], I), bias: input weights and both biases in
-    internal order (the depth gate's block last). Returns a dict of buffers.
-
-    ``blocks`` (C++ loop, float/double, no backward pass): ``wih`` and ``whh`` are in the cell's own gate
-    order instead, internal block q being their block ``blocks[q]`` (``bias`` and ``a0`` stay in internal
-    order), and with fgr ``blocks[G + q]`` is internal gated block q's block of ``wgh``'s rows and columns:
-    the loop reads them through those maps, so they need no reordered copies (the activations it keeps for
-    fgr's next step are in internal order)."""
+    internal order (the depth gate's block last). Returns a dict of buffers. (Inference in float32/float64 on
+    CPU runs native.lstm_infer instead, which reads the cell's own gate order.)"""
     T, B = inp.shape[0], inp.shape[1]
     H = cfg.H
     GH = whh.shape[0]
@@ -150,10 +145,8 @@ def lstm_forward(cfg: LSTMConfig, bs: list[int] | None, inp: Tensor, wih: Tensor
         native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save, Hout, h0,
                                  None if p_if is None else p_if.contiguous(), p_o,
                                  below.contiguous() if cfg.depth else None, w_cd, w_ld, bs or [], GH,
-                                 native.lstm_flags(cfg), blocks)
+                                 native.lstm_flags(cfg))
         return {"A": A, "C": C, "TC": TC, "H": Hout, "D": D, "h0": h0, "P": P}
-    if blocks is not None:
-        raise ValueError("lstm_forward: weights in the cell's gate order need the C++ loop")
     tmp = torch.empty(B, H, device=dev, dtype=dt) if not cfg.forget_gate else None
     p_if3 = None if p_if is None else p_if.unsqueeze(0)  # (1, k, H)
     h_prev = h0

@@ -233,30 +233,28 @@ def lstm_flags(cfg) -> int:
 def lstm_forward_loop(P: Tensor, x2: Tensor, wih: Tensor, bias: Tensor, tc: int, whh_t: Tensor, wgh_t: Tensor | None,
                       a0: Tensor | None, C: Tensor, keep_c: bool, TC: Tensor | None, save_tc: bool, Hout: Tensor,
                       h0: Tensor, p_if: Tensor | None, p_o: Tensor | None, below: Tensor | None,
-                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int,
-                      blocks: list[int] | None = None) -> None:
+                      w_cd: Tensor | None, w_ld: Tensor | None, bs: list[int], GH: int, flags: int) -> None:
     """The whole forward loop of :func:`..lstm.lstm_forward` in C++ (see csrc/pointwise.cpp): in float32
     and float64 the recurrent GEMMs (fgr's gate recurrence included) are fused with the elementwise step
-    (a register-blocked micro-kernel, the weights packed once per call). ``blocks``: for each internal
-    gate block, its block in ``wih``/``whh_t`` (the cell's own order; float/double inference), then with fgr
-    each internal gated block's block of ``wgh_t``'s rows and columns; None when the weights come in
-    internal order."""
+    (a register-blocked micro-kernel, the weights packed once per call). Weights in the kernel's gate
+    order (:func:`lstm_infer` reads the cell's own through block maps)."""
     torch.ops.recur_attn_native.lstm_forward_loop(P, x2, wih, bias, tc, whh_t, wgh_t, a0, C, keep_c, TC, save_tc,
-                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags,
-                                                  blocks or [])
+                                                  Hout, h0, p_if, p_o, below, w_cd, w_ld, bs, GH, flags, [])
 
 
 def lstm_infer(x: Tensor, wih: Tensor, bias_ih: Tensor, bias_hh: Tensor, whh: Tensor, wgh: Tensor | None,
                wph: Tensor | None, w_cd: Tensor | None, w_ld: Tensor | None, below: Tensor | None, h0: Tensor,
-               c0: Tensor, a0: Tensor | None, tc: int, flags: int, blocks: list[int],
+               c0: Tensor, a0: Tensor | None, tc: int, flags: int, blocks: list[int], bs: list[int],
                want_cseq: bool) -> list[Tensor]:
-    """One LSTM-family layer-direction's whole inference call without padding (float32/float64) in one op:
+    """One LSTM-family layer-direction's whole inference call (float32/float64) in one op:
     the biases summed and put in the kernel's gate order, fgr's gates mapped in and out, the buffers, the
     loop of :func:`lstm_forward_loop` and the final states (see csrc/pointwise.cpp). Weights, peepholes
-    ``wph`` and fgr's ``a0`` in the cell's own layout; ``blocks`` as for :func:`lstm_forward_loop`.
-    Returns [out, h_T, c_T, a_T (fgr; else empty), the cell sequence (want_cseq; else empty)]."""
+    ``wph`` and fgr's ``a0`` in the cell's own layout; ``blocks``: for each internal gate block its block in
+    the cell's layout, then with fgr each internal gated block's block of ``wgh``'s rows and columns; ``bs``
+    the batch sizes of a length-sorted padded batch (empty: no padding). Returns [out, h_T, c_T, a_T (fgr;
+    else empty), the cell sequence (want_cseq; else empty)], the final states at each row's end."""
     return torch.ops.recur_attn_native.lstm_infer(x, wih, bias_ih, bias_hh, whh, wgh, wph, w_cd, w_ld, below, h0,
-                                                  c0, a0, tc, flags, blocks, want_cseq)
+                                                  c0, a0, tc, flags, blocks, bs, want_cseq)
 
 
 def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: Tensor, RH: Tensor, save: bool,
@@ -284,11 +282,12 @@ def elman_forward_loop(Hout: Tensor, whh_t: Tensor, h0: Tensor, units: list[int]
 
 
 def elman_infer(x: Tensor, wih: Tensor, bias_ih: Tensor, bias_hh: Tensor, whh: Tensor, h0: Tensor,
-                units: list[int], relu: bool) -> list[Tensor]:
-    """One Elman/clockwork layer-direction's whole inference call without padding (float32/float64) in one
-    op: the input projection with both biases, the loop of :func:`elman_forward_loop`, h_T (see
-    csrc/pointwise.cpp). ``whh``: clockwork's already masked. Returns [out, h_T]."""
-    return torch.ops.recur_attn_native.elman_infer(x, wih, bias_ih, bias_hh, whh, h0, units, relu)
+                units: list[int], bs: list[int], relu: bool) -> list[Tensor]:
+    """One Elman/clockwork layer-direction's whole inference call (float32/float64) in one op: the input
+    projection with both biases, the loop of :func:`elman_forward_loop`, h_T at each row's end (see
+    csrc/pointwise.cpp). ``whh``: clockwork's already masked; ``bs`` as for :func:`lstm_infer`. Returns
+    [out, h_T]."""
+    return torch.ops.recur_attn_native.elman_infer(x, wih, bias_ih, bias_hh, whh, h0, units, bs, relu)
 
 
 def elman_backward_loop(DH: Tensor, dh0: Tensor, Hout: Tensor, whh: Tensor, units: list[int], bs: list[int],

@@ -865,9 +865,27 @@ void lstm_forward_loop(at::Tensor P, const at::Tensor& x2, const at::Tensor& wih
   });
 }
 
-// A whole inference call of one LSTM-family layer-direction without padding (float, double): what
+// Each row's length from the batch sizes of a length-sorted padded batch (bs[t]: rows alive at step t)
+inline std::vector<int64_t> row_lengths(at::IntArrayRef bs, int64_t B) {
+  std::vector<int64_t> len(B, 0);
+  for (int64_t t = 0; t < int64_t(bs.size()); ++t)
+    for (int64_t r = 0; r < bs[t]; ++r) len[r] = t + 1;
+  return len;
+}
+
+// rows r of src (n, B, W) at step steps[r] (a (B, W) copy)
+inline at::Tensor rows_at(const at::Tensor& src, const std::vector<int64_t>& steps) {
+  const int64_t B = src.size(1);
+  at::Tensor out = at::empty({B, src.size(2)}, src.options());
+  for (int64_t r = 0; r < B; ++r) out.select(0, r).copy_(src.select(0, steps[r]).select(0, r));
+  return out;
+}
+
+// A whole inference call of one LSTM-family layer-direction (float, double): what
 // ../driver.py's _run_lstm, ../lstm.py's lstm_forward and lstm_outputs do around lstm_forward_loop, in one op, so
-// that a short call does not pay for ~20 small tensor ops and their Python (the fixed cost of a call). Weights in
+// that a short call does not pay for ~20 small tensor ops and their Python (the fixed cost of a call). bs: the
+// batch sizes of a length-sorted padded batch (empty: no padding; outputs past a row's end are zero, its final
+// states are those at its end). Weights in
 // the cell's own layout (blocks: as lstm_forward_loop's, internal block q <- the cell's block blocks[q], then fgr's
 // gated blocks); wih (G*H [+ H], I) with the depth gate's block last, bias_ih alike, bias_hh (G*H); wph the
 // peepholes in the cell's rows (i, f present ones, then o); a0 (B, nG*H) fgr's previous gates in the cell's order.
@@ -879,7 +897,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x, const at::Tensor& wih, c
                                    const c10::optional<at::Tensor>& w_cd, const c10::optional<at::Tensor>& w_ld,
                                    const c10::optional<at::Tensor>& below, const at::Tensor& h0,
                                    const at::Tensor& c0, const c10::optional<at::Tensor>& a0, int64_t tc,
-                                   int64_t flags, at::IntArrayRef blocks, bool want_cseq) {
+                                   int64_t flags, at::IntArrayRef blocks, at::IntArrayRef bs, bool want_cseq) {
   TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
               "lstm_infer: a (T, B, I) float32/float64 CPU input");
   const int64_t T = x.size(0), B = x.size(1), H = whh.size(1), GH = whh.size(0);
@@ -919,30 +937,38 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x, const at::Tensor& wih, c
   });
   const int64_t tcc = fgr ? T : std::max<int64_t>(1, std::min(tc, T));
   at::Tensor P = at::empty({tcc * B, nP}, opt);
-  at::Tensor C = at::empty({want_cseq ? T + 1 : 2, B, H}, opt);
+  const bool padded = !bs.empty();
+  TORCH_CHECK(!padded || int64_t(bs.size()) == T, "lstm_infer: bs must have T entries");
+  at::Tensor C = want_cseq && padded ? at::zeros({T + 1, B, H}, opt) : at::empty({want_cseq ? T + 1 : 2, B, H}, opt);
   C.select(0, 0).copy_(c0);
   const bool oa = flags & kOutputActivation;
   c10::optional<at::Tensor> TC = oa ? c10::optional<at::Tensor>(at::empty({B, H}, opt)) : c10::nullopt;
-  at::Tensor Hout = at::empty({T, B, H}, opt);
+  at::Tensor Hout = padded ? at::zeros({T, B, H}, opt) : at::empty({T, B, H}, opt);
   c10::optional<at::Tensor> p_if = pif.defined() ? c10::optional<at::Tensor>(pif) : c10::nullopt;
   c10::optional<at::Tensor> p_o = po.defined() ? c10::optional<at::Tensor>(po) : c10::nullopt;
   c10::optional<at::Tensor> wgh_t = fgr ? c10::optional<at::Tensor>(wgh->t()) : c10::nullopt;
   c10::optional<at::Tensor> a0o = fgr ? c10::optional<at::Tensor>(a0i) : c10::nullopt;
   c10::optional<at::Tensor> bl = depth ? c10::optional<at::Tensor>(below->contiguous()) : c10::nullopt;
   lstm_forward_loop(P, xc.view({T * B, xc.size(2)}), wih, bias, tcc, whh.t(), wgh_t, a0o, C, want_cseq, TC, false,
-                    Hout, h0, p_if, p_o, bl, w_cd, w_ld, {}, GH, flags, blocks);
-  at::Tensor hT = Hout.select(0, T - 1).clone();
-  // the alternating cell buffer is this call's own: its last cell is returned without a copy
-  at::Tensor cT = want_cseq ? C.select(0, T).clone() : C.select(0, T % 2);
+                    Hout, h0, p_if, p_o, bl, w_cd, w_ld, bs, GH, flags, blocks);
+  // each row's last step (T - 1 without padding)
+  std::vector<int64_t> last = padded ? row_lengths(bs, B) : std::vector<int64_t>(B, T);
+  for (int64_t& l : last) l -= 1;
+  at::Tensor hT = padded ? rows_at(Hout, last) : Hout.select(0, T - 1).clone();
+  // the alternating cell buffer is this call's own (rows that ended keep their cell in it): its last cell is
+  // returned without a copy
+  at::Tensor cT = !want_cseq ? C.select(0, T % 2) : padded ? rows_at(C.narrow(0, 1, T), last)
+                                                                  : C.select(0, T).clone();
   at::Tensor aT = at::empty({0}, opt), cseq = at::empty({0}, opt);
   if (fgr) {  // step T-1's gates (internal order, in P) -> the cell's order
     aT = at::empty({B, nGH}, opt);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_infer_aT", [&] {
-      const scalar_t* s = P.data_ptr<scalar_t>() + (T - 1) * B * nP;
       scalar_t* d = aT.data_ptr<scalar_t>();
-      for (int64_t r = 0; r < B; ++r)
+      for (int64_t r = 0; r < B; ++r) {
+        const scalar_t* s = P.data_ptr<scalar_t>() + (last[r] * B + r) * nP;  // tcc == T for fgr
         for (int64_t q = 0; q < nG; ++q)
-          std::copy(s + r * nP + q * H, s + r * nP + (q + 1) * H, d + r * nGH + blocks[G + q] * H);
+          std::copy(s + q * H, s + (q + 1) * H, d + r * nGH + blocks[G + q] * H);
+      }
     });
   }
   if (want_cseq) cseq = C.narrow(0, 1, T);
@@ -1665,12 +1691,13 @@ void elman_forward_loop(at::Tensor Hout, const at::Tensor& whh_t, const at::Tens
                              [&] { elman_forward_loop_impl<scalar_t>(Hout, whh_t, h0, units, bs, relu); });
 }
 
-// A whole inference call of one Elman/clockwork layer-direction without padding (float, double) in one op,
-// as ../rnn.py's elman_forward and the driver's final state do it: the input projection with both biases into
-// the output buffer, the step loop, h_T. whh (H, H): clockwork's already masked. Returns [out (T, B, H), h_T].
+// A whole inference call of one Elman/clockwork layer-direction (float, double) in one op, as ../rnn.py's
+// elman_forward and the driver's final state do it: the input projection with both biases into the output
+// buffer, the step loop, h_T (at each row's end: bs as for lstm_infer, empty without padding). whh (H, H):
+// clockwork's already masked. Returns [out (T, B, H), h_T].
 std::vector<at::Tensor> elman_infer(const at::Tensor& x, const at::Tensor& wih, const at::Tensor& bias_ih,
                                     const at::Tensor& bias_hh, const at::Tensor& whh, const at::Tensor& h0,
-                                    at::IntArrayRef units, bool relu) {
+                                    at::IntArrayRef units, at::IntArrayRef bs, bool relu) {
   TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
               "elman_infer: a (T, B, I) float32/float64 CPU input");
   for (const at::Tensor& t : {wih, bias_ih, bias_hh, whh, h0})
@@ -1679,8 +1706,11 @@ std::vector<at::Tensor> elman_infer(const at::Tensor& x, const at::Tensor& wih, 
   at::Tensor Hout = at::empty({T, B, H}, x.options());
   at::Tensor P = Hout.view({T * B, H});  // the input projection, which the loop turns into h_t in place
   at::addmm_out(P, at::add(bias_ih, bias_hh), x.contiguous().view({T * B, x.size(2)}), wih.t());
-  elman_forward_loop(Hout, whh.t(), h0, units, {}, relu);
-  return {Hout, Hout.select(0, T - 1).clone()};
+  elman_forward_loop(Hout, whh.t(), h0, units, bs, relu);  // (rows past their end: zero)
+  if (bs.empty()) return {Hout, Hout.select(0, T - 1).clone()};
+  std::vector<int64_t> last = row_lengths(bs, B);
+  for (int64_t& l : last) l -= 1;
+  return {Hout, rows_at(Hout, last)};
 }
 
 void elman_backward_loop(at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout, const at::Tensor& whh,
@@ -1705,7 +1735,7 @@ TORCH_LIBRARY(recur_attn_native, m) {
   m.def(
       "lstm_infer(Tensor x, Tensor wih, Tensor bias_ih, Tensor bias_hh, Tensor whh, Tensor? wgh, Tensor? wph, "
       "Tensor? w_cd, Tensor? w_ld, Tensor? below, Tensor h0, Tensor c0, Tensor? a0, int tc, int flags, int[] blocks, "
-      "bool want_cseq) -> Tensor[]");
+      "int[] bs, bool want_cseq) -> Tensor[]");
   m.def(
       "lstm_backward_loop(Tensor(a!) A, Tensor C, Tensor? TC, Tensor(b!) DH, Tensor(c!) dc_a, Tensor(d!) dc_b, "
       "Tensor? dcseq, Tensor whh, Tensor? wgh, Tensor? a0, Tensor(e!)? E, Tensor(f!)? dwgh, Tensor? p_if, "
@@ -1716,7 +1746,7 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "Tensor? wz, Tensor? TH, Tensor wn, int[] bs, bool keep_z) -> ()");
   m.def(
       "elman_infer(Tensor x, Tensor wih, Tensor bias_ih, Tensor bias_hh, Tensor whh, Tensor h0, int[] units, "
-      "bool relu) -> Tensor[]");
+      "int[] bs, bool relu) -> Tensor[]");
   m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
   m.def(
       "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
