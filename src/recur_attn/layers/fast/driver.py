@@ -217,7 +217,7 @@ def _mut_projection(cell: MUTCell, p) -> GRUBeforeProjection:
     wih, bih = p["weight_ih"].split(H, dim=0), p["bias_ih"].split(H, dim=0)
     bhh = dict(zip(cell.hh_blocks, p["bias_hh"].split(H, dim=0)))
     ident, tanh_ident = cell.identity_block, cell.name == "mut1"
-    rows, biases = [], []
+    ks, biases = [], []
     for blk in ("r", "z", "n"):
         if blk in cell.ih_blocks:
             k = cell.ih_blocks.index(blk)
@@ -225,13 +225,15 @@ def _mut_projection(cell: MUTCell, p) -> GRUBeforeProjection:
             k = len(cell.ih_blocks)  # the identity block's projection follows the others
         else:
             continue  # x itself (I == H)
-        rows.append(wih[k])
+        ks.append(k)
         b = bih[k]
         if blk in bhh and not (blk == ident and tanh_ident):  # MUT1's b_hh_n is added after the tanh
             b = b + bhh[blk]
         biases.append(b)
     post = bhh.get(ident) if ident is not None else None
-    return GRUBeforeProjection(H, torch.cat(rows), torch.cat(biases), ident, cell.projected, tanh_ident, post)
+    # W_ih's blocks already in [r, z, n] order (MUT3; MUT1 with I != H): W_ih itself, no copy
+    weight = p["weight_ih"] if ks == list(range(len(wih))) else torch.cat([wih[k] for k in ks])
+    return GRUBeforeProjection(H, weight, torch.cat(biases), ident, cell.projected, tanh_ident, post)
 
 
 def _final(out: Tensor, lengths: Tensor | None) -> Tensor:
