@@ -873,11 +873,16 @@ inline std::vector<int64_t> row_lengths(at::IntArrayRef bs, int64_t B) {
   return len;
 }
 
-// rows r of src (n, B, W) at step steps[r] (a (B, W) copy)
+// rows r of a contiguous src (n, B, W) at step steps[r] (a (B, W) copy; plain copies, no op per row)
 inline at::Tensor rows_at(const at::Tensor& src, const std::vector<int64_t>& steps) {
-  const int64_t B = src.size(1);
-  at::Tensor out = at::empty({B, src.size(2)}, src.options());
-  for (int64_t r = 0; r < B; ++r) out.select(0, r).copy_(src.select(0, steps[r]).select(0, r));
+  TORCH_CHECK(src.is_contiguous(), "rows_at: a contiguous (n, B, W) tensor");
+  const int64_t B = src.size(1), W = src.size(2);
+  at::Tensor out = at::empty({B, W}, src.options());
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "rows_at", [&] {
+    const scalar_t* s = src.data_ptr<scalar_t>();
+    scalar_t* d = out.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < B; ++r) std::copy(s + (steps[r] * B + r) * W, s + (steps[r] * B + r + 1) * W, d + r * W);
+  });
   return out;
 }
 
@@ -960,7 +965,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x, const at::Tensor& wih, c
   at::Tensor cT = !want_cseq ? C.select(0, T % 2) : padded ? rows_at(C.narrow(0, 1, T), last)
                                                                   : C.select(0, T).clone();
   at::Tensor aT = at::empty({0}, opt), cseq = at::empty({0}, opt);
-  if (fgr) {  // step T-1's gates (internal order, in P) -> the cell's order
+  if (fgr) {  // each row's gates at its last step (internal order, in P) -> the cell's order
     aT = at::empty({B, nGH}, opt);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_infer_aT", [&] {
       scalar_t* d = aT.data_ptr<scalar_t>();
