@@ -76,10 +76,11 @@ def _cast(t: Tensor | None, dt: torch.dtype) -> Tensor | None:
 
 
 # ------------------------------------------------------------------ LSTM family
-def _lstm_config(cell) -> tuple[LSTMConfig, list[int]]:
-    """The kernel's config of an LSTM-family cell and, for each of its internal gate blocks, the block's
-    index in the cell's own layout (a cell's structure is fixed at construction: computed once)."""
-    cached = cell.__dict__.get("_fused_lstm_config")
+def _lstm_config(cell) -> tuple[LSTMConfig, list[int], list[int] | None]:
+    """The kernel's config of an LSTM-family cell, for each of its internal gate blocks the block's index in
+    the cell's own layout, and for fgr the same for the gated blocks in W_gh's layout (cell.gated), else None
+    (a cell's structure is fixed at construction: computed once)."""
+    cached = cell.__dict__.get("_fused_lstm_plan")
     if cached is None:
         H = cell.hidden_size
         if isinstance(cell, DepthGatedLSTMCell):
@@ -90,16 +91,17 @@ def _lstm_config(cell) -> tuple[LSTMConfig, list[int]]:
             blocks = cell.blocks
             cfg = LSTMConfig(H, spec.input_gate, spec.forget_gate, spec.output_gate, spec.input_activation,
                              spec.output_activation, spec.peepholes, spec.coupled, spec.full_gate_recurrence)
-        cached = cell.__dict__["_fused_lstm_config"] = (cfg, [blocks.index(n) for n in cfg.order])
+        gated = [cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else None
+        cached = cell.__dict__["_fused_lstm_plan"] = (cfg, [blocks.index(n) for n in cfg.order], gated)
     return cached
 
 
 def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     H = cell.hidden_size
     dev = inp.device
-    cfg, order_idx = _lstm_config(cell)
+    cfg, order_idx, gated_order = _lstm_config(cell)
     if not torch.is_grad_enabled() and native.fused_loops_for(inp) and not torch.is_autocast_enabled(dev.type):
-        return _infer_lstm(cell, cfg, order_idx, p, inp, s0, bs, below, want_cseq)
+        return _infer_lstm(cfg, order_idx + (gated_order or []), p, inp, s0, bs, below, want_cseq)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
     dt = _compute_dtype(inp)
@@ -107,17 +109,14 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     inp = _cast(inp, dt)
     # the kernels' gate order: W_ih, W_hh (and fgr's W_gh) reordered (index_select, whose backward puts the
     # gradients back); the C++ inference op above reads the cell's own order instead
-    gated_order = [cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else None  # W_gh: cell.gated's order
     rows = _perm(cell, "hh", order_idx, H, dev)
     wih = _cast(p["weight_ih"].index_select(0, rows_ih), dt)
     whh = _cast(p["weight_hh"].index_select(0, rows), dt)
-    wgh = None
-    if cfg.fgr:  # rows and columns reordered: blocks of H x H, a copy along each of the two block axes
+    wgh = a0 = None
+    if cfg.fgr:  # W_gh's rows and columns reordered: blocks of H x H, a copy along each of the two block axes
         nG, o3 = len(gated_order), torch.tensor(gated_order, device=dev)
         wgh = _cast(p["weight_gh"].view(nG, H, nG, H).index_select(0, o3).index_select(2, o3)
                     .view(nG * H, nG * H), dt)
-    a0 = None
-    if cfg.fgr:
         a0 = _cast(s0[2].index_select(1, _perm(cell, "gh", gated_order, H, dev)), dt)
     p_if = p_o = None
     if cfg.peepholes:
@@ -148,12 +147,12 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     return out, tuple(finals), cseq
 
 
-def _infer_lstm(cell, cfg: LSTMConfig, order_idx: list[int], p, inp, s0, bs, below, want_cseq):
+def _infer_lstm(cfg: LSTMConfig, blocks: list[int], p, inp, s0, bs, below, want_cseq):
     """_run_lstm without a backward pass or autocast, in float32/float64 on CPU: one C++ op (native.lstm_infer)
     reads the cell's own weights through block maps (no reordered copies of W_ih, W_hh, W_gh: an H=256
     call's largest fixed cost) and does the rest of the call (the biases, the buffers, the final states at
-    each row's end), which as ~20 tensor ops was most of a short call's cost."""
-    blocks = order_idx + ([cell.gated.index(n) for n in cfg.order[:-1]] if cfg.fgr else [])
+    each row's end), which as ~20 tensor ops was most of a short call's cost. ``blocks``: the cell's block of
+    each internal gate block, then fgr's gated blocks (native.lstm_infer)."""
     res = native.lstm_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], p["weight_hh"],
                             p["weight_gh"] if cfg.fgr else None, p["weight_ph"] if cfg.peepholes else None,
                             p["weight_cd"] if cfg.depth else None, p["weight_ld"] if cfg.depth else None,
