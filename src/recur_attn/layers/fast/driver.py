@@ -64,6 +64,12 @@ def _autocast_off(device_type: str):
     return contextlib.nullcontext()
 
 
+def _one_op_inference(x: Tensor) -> bool:
+    """Whether a layer-direction's call on x runs as one C++ op (native.lstm_infer, native.elman_infer): no
+    backward pass, float32/float64 on CPU with the C++ kernels, autocast off."""
+    return not torch.is_grad_enabled() and native.fused_loops_for(x) and not torch.is_autocast_enabled(x.device.type)
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype the recurrence runs in: autocast's (e.g. bf16) when it is on, else the input's."""
     if torch.is_autocast_enabled(x.device.type):
@@ -100,7 +106,7 @@ def _run_lstm(cell, p, inp, s0, bs, lengths, below, want_cseq):
     H = cell.hidden_size
     dev = inp.device
     cfg, order_idx, gated_order = _lstm_config(cell)
-    if not torch.is_grad_enabled() and native.fused_loops_for(inp) and not torch.is_autocast_enabled(dev.type):
+    if _one_op_inference(inp):
         return _infer_lstm(cfg, order_idx + (gated_order or []), p, inp, s0, bs, below, want_cseq)
     rows_ih = _perm(cell, "ih", order_idx + ([len(order_idx)] if cfg.depth else []), H, dev)
     bias = p["bias_ih"] + (torch.nn.functional.pad(p["bias_hh"], (0, H)) if cfg.depth else p["bias_hh"])
@@ -252,7 +258,7 @@ def _run_elman(cell, p, inp, s0, bs, lengths):
         relu, periods, msize = False, cell.periods, cell.module_size
     else:
         whh, units, relu, periods, msize = p["weight_hh"], None, cell.nonlinearity == "relu", None, None
-    if not torch.is_grad_enabled() and native.fused_loops_for(inp) and not torch.is_autocast_enabled(dev.type):
+    if _one_op_inference(inp):
         # the whole call in one op (a short call's fixed cost)
         out, hT = native.elman_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], whh, s0[0], units or [],
                                      bs or [], relu)
