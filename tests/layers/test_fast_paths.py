@@ -58,8 +58,8 @@ def random_state(m, B):
 
 
 # cells whose fused kernel has a C++ forward loop (fast/native.py)
-NATIVE_CELLS = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr", "dglstm", "gru_cho",
-                "mut1", "mut2", "mut3")
+NATIVE_CELLS = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr", "dglstm", "gru",
+                "gru_cho", "mut1", "mut2", "mut3")
 NO_CXX = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
 NATIVE_MODES = [pytest.param("on", marks=NO_CXX), "off"]
 
@@ -74,6 +74,7 @@ def test_fused_equals_reference(cell, native_mode):
 
 
 LSTM_NATIVE = ("lstm", "vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "dglstm")
+GRU_NATIVE = ("gru", "gru_cho", "mut1", "mut2", "mut3")
 
 
 @pytest.fixture
@@ -92,8 +93,11 @@ def two_threads():
 # two threads owns every other row for the whole sequence (padded rows ending at different steps). The
 # backward's fused dh GEMM takes tiles of 4 blocks of H/4 units where 4 divides H (20, 16), else tiles of
 # one block (H = 18)
+# The reset-before GRU family's C++ loops fuse their two dependent GEMMs a step the same way (gemv_tiles): H = 20
+# (4-block tiles of 5 units) and 18 (one block) split panels between threads at both phases of a step, H = 16 gives
+# each thread its own rows for the whole loop
 @pytest.mark.parametrize("H", [20, 16, 18])
-@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE + ("fgr",)])
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in LSTM_NATIVE + ("fgr",) + GRU_NATIVE])
 def test_native_wide_layer_and_many_rows(cell, H, two_threads):
     with native.using("on"):
         _fused_equals_reference(cell, H=H, B=29, layers=2 if cell == "dglstm" else 1, bidirectional=False)
@@ -608,7 +612,7 @@ def test_np_runs_nn_lstm_kernel_and_equals_its_reference():
 
 @pytest.mark.parametrize("H", [40, 32, 64])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
-@pytest.mark.parametrize("cell", LSTM_NATIVE + ("fgr", "mut3", "clockwork", "rnn_tanh"))
+@pytest.mark.parametrize("cell", LSTM_NATIVE + ("fgr", "clockwork", "rnn_tanh") + GRU_NATIVE)
 def test_float32_fused_equals_reference(cell, native_mode, H, two_threads):
     """float32 (where the native forward runs the fused GEMM + step kernel with its vector tanh):
     outputs, states and gradients agree with the reference loop to float32 accuracy. B = 13: two tiles

@@ -24,7 +24,7 @@ Implementations (``impl``):
     form a divisibility chain, as the default 2^k).
   * ``"auto"`` (default): the fastest implementation the cell has: "torch"
     for the five cells above (but "fused" for ``rnn_tanh``, ``rnn_relu``,
-    ``lstm`` and ``np`` with float32/float64 weights on CPU, outside autocast,
+    ``lstm``, ``np`` and ``gru`` with float32/float64 weights on CPU, outside autocast,
     when the C++ kernels are built: there they are the faster ones,
     ``CPU_FUSED_FIRST``), else "fused" where the cell has a kernel, else
     "reference". On CPU
@@ -60,9 +60,10 @@ TORCH_FUSED = {"lstm": "lstm", "np": "lstm", "gru": "gru", "rnn_tanh": "rnn_tanh
 IMPLS = ("auto", "torch", "fused", "reference")
 #: cells of TORCH_FUSED whose fused kernel is the faster one on CPU (docs/benchmarks.md): the Elman C++ loop
 #: against torch's CPU RNN (0.5-0.6x its time), the LSTM loops against torch's CPU LSTM (training 0.72-1.05x,
-#: inference 0.88-1.05x over 6 sizes, and 0.6-0.7x for short calls); "auto" runs it there with float32/float64
+#: inference 0.88-1.05x over 6 sizes, and 0.6-0.7x for short calls), the GRU loop against torch's CPU GRU
+#: (training 0.27-0.91x, inference 0.39-0.91x over 6 sizes); "auto" runs it there with float32/float64
 #: weights, outside autocast, when the C++ kernels are built, and torch's kernel (cuDNN) everywhere else
-CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu", "lstm", "np")
+CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu", "lstm", "np", "gru")
 #: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
 #: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
 SINGLE_STEP_LSTM_ROWS = 8

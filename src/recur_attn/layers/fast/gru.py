@@ -44,9 +44,13 @@ def gru_after_forward(bs, inp, wih, bias, whh, bhn, h0, save: bool):
     alloc = torch.zeros if bs is not None else torch.empty
     P = torch.addmm(bias, inp.reshape(T * B, -1), wih.t())  # (T*B, 3H)
     A = P.view(T, B, H3)
-    GH = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
     Hout = alloc(T, B, H, device=dev, dtype=dt)
     whh_t = whh.t()
+    if native.fused_loops_for(inp):  # the loop in C++, its GEMM fused with the step (CPU, float32/float64)
+        GH = alloc(T, B, H3, device=dev, dtype=dt) if save else None
+        native.gru_after_forward_loop(A, GH, whh_t, bhn, Hout, h0, bs or [])
+        return {"P": P, "GH": GH, "H": Hout, "h0": h0}
+    GH = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
@@ -87,34 +91,11 @@ class GRUAfterSequence(torch.autograd.Function):
         H = H3 // 3
         dev, dt = A.device, A.dtype
         DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)
-        t1 = torch.empty(B, H, device=dev, dtype=dt)
-        t2 = torch.empty(B, H, device=dev, dtype=dt)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
-        for t, b, b1 in backward_step_rows(A, bs):
-            dh = DH[t, :b]
-            if b1:
-                dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
-            a, gh = A[t, :b], GH[t, :b]
-            r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-            hp = h0[:b] if t == 0 else Hout[t - 1, :b]
-            dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
-            # h = n + z (h_prev - n): direct path to h_prev is dh * z
-            dz = torch.sub(hp, n, out=t1[:b]).mul_(dh)
-            dprev.addcmul_(dh, z)
-            dn = dh.sub_(dh * z)  # dh (1 - z)
-            # da_n = dn (1 - n^2), over n
-            torch.mul(n, n, out=t2[:b])
-            torch.addcmul(dn, dn, t2[:b], value=-1, out=n)
-            # dr = da_n * hn ; dgh_n = da_n * r
-            hn = gh[:, 2 * H:]
-            hn.mul_(n)  # = dr (hn no longer needed)
-            torch.mul(n, r, out=t2[:b])  # dgh_n
-            rz = a[:, :2 * H]
-            torch.addcmul(rz, rz, rz, value=-1, out=rz)  # r (1 - r), z (1 - z)
-            r.mul_(hn)
-            z.mul_(dz)
-            gh[:, :2 * H].copy_(rz)
-            hn.copy_(t2[:b])
+        if native.fused_loops_for(A):  # the same loop in C++ (CPU, float32/float64)
+            native.gru_after_backward_loop(A, GH, DH, dh0, Hout, h0.contiguous(), whh, bs or [])
+        else:
+            _after_backward_steps(bs, A, GH, DH, dh0, Hout, h0, whh)
         dh0.addmm_(GH[0], whh)
         dxw = A
         dGH = GH
@@ -127,6 +108,42 @@ class GRUAfterSequence(torch.autograd.Function):
         dwih = torch.mm(dP.t(), inp.reshape(T * B, -1)) if ctx.needs_input_grad[3] else None
         dbias = dP.sum(0) if ctx.needs_input_grad[4] else None
         return None, None, dinp, dwih, dbias, dwhh, dbhn, dh0
+
+
+def _after_backward_steps(bs, A, GH, DH, dh0, Hout, h0, whh):
+    """The backward step loop of GRUAfterSequence with torch ops (CUDA, other dtypes, or CPU without the C++
+    kernels): A becomes the pre-activation gradients, GH [da_r, da_z, da_n r], DH[t-1] and dh0 receive the
+    gradients that reach h_{t-1}."""
+    B, H3 = A.shape[1], A.shape[2]
+    H = H3 // 3
+    dev, dt = A.device, A.dtype
+    t1 = torch.empty(B, H, device=dev, dtype=dt)
+    t2 = torch.empty(B, H, device=dev, dtype=dt)
+    for t, b, b1 in backward_step_rows(A, bs):
+        dh = DH[t, :b]
+        if b1:
+            dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
+        a, gh = A[t, :b], GH[t, :b]
+        r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        hp = h0[:b] if t == 0 else Hout[t - 1, :b]
+        dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
+        # h = n + z (h_prev - n): direct path to h_prev is dh * z
+        dz = torch.sub(hp, n, out=t1[:b]).mul_(dh)
+        dprev.addcmul_(dh, z)
+        dn = dh.sub_(dh * z)  # dh (1 - z)
+        # da_n = dn (1 - n^2), over n
+        torch.mul(n, n, out=t2[:b])
+        torch.addcmul(dn, dn, t2[:b], value=-1, out=n)
+        # dr = da_n * hn ; dgh_n = da_n * r
+        hn = gh[:, 2 * H:]
+        hn.mul_(n)  # = dr (hn no longer needed)
+        torch.mul(n, r, out=t2[:b])  # dgh_n
+        rz = a[:, :2 * H]
+        torch.addcmul(rz, rz, rz, value=-1, out=rz)  # r (1 - r), z (1 - z)
+        r.mul_(hn)
+        z.mul_(dz)
+        gh[:, :2 * H].copy_(rz)
+        hn.copy_(t2[:b])
 
 
 # ============================================================ reset before the matmul

@@ -3,8 +3,9 @@
 On a CPU the elementwise part of a recurrent step (sigmoids, tanh, the cell
 update, peepholes) costs about as much as the recurrent GEMM when it runs as
 ten separate torch ops. The C++ kernels do it in one pass per row, and
-:func:`lstm_forward_loop` / :func:`lstm_backward_loop` / :func:`gru_before_forward_loop` run
-the kernels' whole step loops (GEMMs through ATen) without Python's per-step overhead. The
+:func:`lstm_forward_loop` / :func:`lstm_backward_loop` / :func:`gru_before_forward_loop` and the others run
+the kernels' whole step loops without Python's per-step overhead (in float32/float64 with the recurrent GEMMs
+fused with the elementwise step). The
 extension is compiled with the machine's C++ compiler the first time a CPU
 tensor needs it (about a minute; cached afterwards under
 ``$RECUR_ATTN_NATIVE_DIR`` or ``~/.cache/recur_attn/native``) and is used only
@@ -261,6 +262,22 @@ def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: 
                             TH: Tensor | None, Hout: Tensor, h0: Tensor, bs: list[int], keep_z: bool) -> None:
     """The forward loop of :func:`..gru.gru_before_forward` in C++ (see csrc/pointwise.cpp)."""
     torch.ops.recur_attn_native.gru_before_forward_loop(A, w1_t, wz_t, wn_t, RH, save, TH, Hout, h0, bs, keep_z)
+
+
+def gru_after_forward_loop(A: Tensor, GH: Tensor | None, whh_t: Tensor, bhn: Tensor, Hout: Tensor, h0: Tensor,
+                           bs: list[int]) -> None:
+    """The forward loop of :func:`..gru.gru_after_forward` (nn.GRU's form) in C++, float32/float64: A (T, B, 3H),
+    the input projection, becomes r, z, n; GH (saved for the backward, else None) receives gh_n + b_hn in its n
+    block; the recurrent GEMM fused with the step (see csrc/pointwise.cpp)."""
+    torch.ops.recur_attn_native.gru_after_forward_loop(A, GH, whh_t, bhn, Hout, h0, bs)
+
+
+def gru_after_backward_loop(A: Tensor, GH: Tensor, DH: Tensor, dh0: Tensor, Hout: Tensor, h0: Tensor, whh: Tensor,
+                            bs: list[int]) -> None:
+    """The backward step loop of :class:`..gru.GRUAfterSequence` in C++, float32/float64: A becomes the
+    pre-activation gradients, GH [da_r, da_z, da_n r] (W_hh's), DH is overwritten, dh0 receives step 0's direct
+    gradient (the caller adds its GEMM term)."""
+    torch.ops.recur_attn_native.gru_after_backward_loop(A, GH, DH, dh0, Hout, h0, whh, bs)
 
 
 def lstm_backward_loop(A: Tensor, C: Tensor, TC: Tensor | None, DH: Tensor, dc_a: Tensor, dc_b: Tensor,

@@ -328,7 +328,7 @@ struct Vec {
 // and a fresh buffer of a MB or more can come from mmap each time, its pages faulted in again (a bimodal
 // 0.5 ms on an H = 256 call in some processes). Holds the largest size it was asked for, per thread.
 inline at::Tensor workspace(int slot, int64_t numel, const at::TensorOptions& options) {
-  static thread_local at::Tensor slots[2];
+  static thread_local at::Tensor slots[3];
   at::Tensor& ws = slots[slot];
   if (!ws.defined() || ws.numel() < numel || ws.scalar_type() != options.dtype().toScalarType())
     ws = at::empty({numel}, options);  // 64-byte aligned (CPU allocator)
@@ -583,7 +583,9 @@ struct PaddedUnits {
 // else 1 (tiles of 12 rows x 1)
 inline int gemv_blocks(int64_t H) { return H % 4 == 0 ? 4 : 1; }
 
-template <typename T, int NB, typename Epi>
+// JOINT: epi(r, p * L, U, tile) once per row with the NB blocks' tiles side by side (block g at tile + g * L),
+// for an epilogue that needs every block of its units (the GRU's r, z, n).
+template <typename T, int NB, typename Epi, bool JOINT = false>
 void gemv_tiles(const T* packed, int64_t kfull, int64_t Hs, const T* lhs, int64_t ls, int64_t K, int64_t m,
                 int64_t mg, int64_t p0, int64_t p1, int64_t j, int64_t nj, const Epi& epi) {
   constexpr int L = Vec<T>::L;
@@ -604,11 +606,21 @@ void gemv_tiles(const T* packed, int64_t kfull, int64_t Hs, const T* lhs, int64_
       } else {
         std::fill(out, out + n * NB * L, T(0));
       }
-      for (int64_t i = 0; i < n; ++i)
-        for (int g = 0; g < NB; ++g) epi(j + (i0 + i) * nj, g * Hs + p * L, U, out + (i * NB + g) * L);
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (JOINT) {
+          epi(j + (i0 + i) * nj, p * L, U, static_cast<const T*>(out + i * NB * L));
+          continue;
+        }
+        for (int g = 0; g < NB; ++g) epi(j + (i0 + i) * nj, g * Hs + p * L, U, static_cast<const T*>(out + (i * NB + g) * L));
+      }
     }
-    for (int64_t i = cg; i < cnt; ++i)
+    for (int64_t i = cg; i < cnt; ++i) {
+      if constexpr (JOINT) {
+        epi(j + i * nj, p * L, U, static_cast<const T*>(nullptr));
+        continue;
+      }
       for (int g = 0; g < NB; ++g) epi(j + i * nj, g * Hs + p * L, U, static_cast<const T*>(nullptr));
+    }
   }
 }
 
@@ -1363,6 +1375,155 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
   });
 }
 
+// ---------------------------------------------------------------- nn.GRU's form (reset after the matmul)
+// The step loops of ../gru.py's GRUAfterSequence (`gru`) for float and double, with the recurrent GEMM fused with
+// the elementwise step like the Elman loops' (one GEMM a step, so one parallel region, or none per step when each
+// thread owns its rows). Forward, W_hh^T packed as 3 blocks [r, z, n] of H units, tiles of 8 rows x 3 vectors, the
+// epilogue seeing a unit's three gates (gh = h_prev W_hh^T, a: the input projection with b_ih + [b_hr, b_hz, 0]):
+//   r = sigma(a_r + gh_r), z = sigma(a_z + gh_z), gh_n += b_hn, n = tanh(a_n + r gh_n), h = n + z (h_prev - n)
+// A (T, B, 3H) becomes r, z, n; GH (T, B, 3H), when saved, receives gh_n in its n block (the backward's).
+// Backward, dgh = [da_r, da_z, da_n r] of step t+1 times W_hh (3H, H), output units h's:
+//   dh = DH[t] + dgh_{t+1} W_hh; dz = dh (h_prev - n); dprev += dh z; da_n = dh (1 - z) (1 - n^2);
+//   da_r = da_n gh_n r (1 - r); da_z = dz z (1 - z)
+// A becomes [da_r, da_z, da_n] and GH [da_r, da_z, da_n r]; rows past their end zero in both.
+template <typename T>
+void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GH, const at::Tensor& whh_t,
+                            const at::Tensor& bhn, at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs) {
+  constexpr int L = Vec<T>::L;
+  const int64_t T_ = A.size(0), B = A.size(1), H = Hout.size(2);
+  const at::Tensor packed_t = pack_recurrent<T>(whh_t, 3, H);
+  const T* packed = packed_t.data_ptr<T>();
+  const int64_t npan = (H + L - 1) / L;
+  std::vector<T> bn(npan * L, T(0));  // b_hn padded to whole panels
+  const at::Tensor bhc = bhn.contiguous();
+  std::copy(bhc.data_ptr<T>(), bhc.data_ptr<T>() + H, bn.begin());
+  const at::Tensor h0c = h0.contiguous();
+  T* Ap = A.data_ptr<T>();
+  T* Gp = GH.has_value() ? GH->data_ptr<T>() : nullptr;
+  T* Hp = Hout.data_ptr<T>();
+  step_loop<T>(T_, B, H, 3 * H * H * int64_t(sizeof(T)), false, true, [&](int64_t t, int64_t j, int64_t nj) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    T* a = Ap + t * B * 3 * H;
+    T* gh = Gp ? Gp + t * B * 3 * H : nullptr;
+    const T* hp = t == 0 ? h0c.data_ptr<T>() : Hp + (t - 1) * B * H;
+    T* ht = Hp + t * B * H;
+    auto epi = [&](int64_t r, int64_t u0, int64_t U, const T* tile) {
+      T* ar = a + r * 3 * H + u0;
+      T *az = ar + H, *an = ar + 2 * H;
+      const T* hv = hp + r * H + u0;
+      T* h = ht + r * H + u0;
+      T* g = gh ? gh + r * 3 * H + 2 * H + u0 : nullptr;
+      if constexpr (std::is_same<T, float>::value) {
+        if (U == L) {
+          const v16f ghn = ld16(tile + 2 * L) + ld16(bn.data() + u0);
+          const v16f rv = sigmoid_v16(ld16(ar) + ld16(tile)), zv = sigmoid_v16(ld16(az) + ld16(tile + L));
+          const v16f nv = tanh_v16(ld16(an) + rv * ghn), hpv = ld16(hv);
+          st16(ar, rv), st16(az, zv), st16(an, nv);
+          st16(h, nv + zv * (hpv - nv));
+          if (g) st16(g, ghn);
+          return;
+        }
+      }
+      for (int64_t k = 0; k < U; ++k) {
+        const T ghn = tile[2 * L + k] + bn[u0 + k];
+        const T rv = T(0.5) + T(0.5) * std::tanh(T(0.5) * (ar[k] + tile[k]));
+        const T zv = T(0.5) + T(0.5) * std::tanh(T(0.5) * (az[k] + tile[L + k]));
+        const T nv = std::tanh(an[k] + rv * ghn);
+        ar[k] = rv, az[k] = zv, an[k] = nv;
+        h[k] = nv + zv * (hv[k] - nv);
+        if (g) g[k] = ghn;
+      }
+    };
+    step_panels<T>(H, b * L * H * 3, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      gemv_tiles<T, 3, decltype(epi), true>(packed, H, H, hp, H, H, b, b, p0, p1, jj, nn, epi);
+    });
+  }, [](int64_t) {});
+}
+
+template <typename T>
+void gru_after_backward_impl(at::Tensor& A, at::Tensor& GH, at::Tensor& DH, at::Tensor& dh0, const at::Tensor& Hout,
+                             const at::Tensor& h0, const at::Tensor& whh, at::IntArrayRef bs) {
+  const int64_t T_ = A.size(0), B = A.size(1), H = DH.size(2);
+  const int NB = gemv_blocks(H);
+  const int64_t Hs = H / NB;
+  const at::Tensor packed_t = pack_recurrent<T>(whh, NB, Hs);
+  const T* packed = packed_t.data_ptr<T>();
+  T* Ap = A.data_ptr<T>();
+  T* Gp = GH.data_ptr<T>();
+  T* D = DH.data_ptr<T>();
+  T* D0 = dh0.data_ptr<T>();
+  const T* Hp = Hout.data_ptr<T>();
+  const T* H0 = h0.data_ptr<T>();
+  step_loop<T>(T_, B, H, 3 * H * H * int64_t(sizeof(T)), true, true, [&](int64_t t, int64_t j, int64_t nj) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    const int64_t b1 = t == T_ - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
+    T* a = Ap + t * B * 3 * H;
+    T* gh = Gp + t * B * 3 * H;
+    const T* lhs = Gp + (t + 1 < T_ ? t + 1 : t) * B * 3 * H;  // dgh_{t+1}
+    T* dt = D + t * B * H;
+    T* dprev = t == 0 ? D0 : D + (t - 1) * B * H;
+    const T* hp = t == 0 ? H0 : Hp + (t - 1) * B * H;
+    rows_past(b, B, j, nj, [&](int64_t r) {  // no gradient
+      std::fill(a + r * 3 * H, a + (r + 1) * 3 * H, T(0));
+      std::fill(gh + r * 3 * H, gh + (r + 1) * 3 * H, T(0));
+    });
+    auto epi = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+      T* ar = a + r * 3 * H + o0;
+      T *az = ar + H, *an = ar + 2 * H;
+      T* gr = gh + r * 3 * H + o0;
+      const T* d = dt + r * H + o0;
+      const T* hv = hp + r * H + o0;
+      T* dp = dprev + r * H + o0;
+      for (int64_t k = 0; k < U; ++k) {
+        const T dv = tile ? d[k] + tile[k] : d[k], rv = ar[k], zv = az[k], nv = an[k], ghn = gr[2 * H + k];
+        const T dz = dv * (hv[k] - nv);
+        dp[k] += dv * zv;
+        const T dan = dv * (T(1) - zv) * (T(1) - nv * nv);
+        const T dar = dan * ghn * rv * (T(1) - rv), daz = dz * zv * (T(1) - zv);
+        ar[k] = dar, az[k] = daz, an[k] = dan;
+        gr[k] = dar, gr[H + k] = daz, gr[2 * H + k] = dan * rv;
+      }
+    };
+    step_panels<T>(Hs, b * Vec<T>::L * 3 * H * NB, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
+      const int64_t K = b1 ? 3 * H : 0;
+      if (NB == 4) gemv_tiles<T, 4>(packed, 3 * H, Hs, lhs, 3 * H, K, b, b1, p0, p1, jj, nn, epi);
+      else gemv_tiles<T, 1>(packed, 3 * H, Hs, lhs, 3 * H, K, b, b1, p0, p1, jj, nn, epi);
+    });
+  }, [](int64_t) {});
+}
+
+void check_gru_after(const at::Tensor& A, const at::Tensor& W, int64_t H, const char* what) {
+  TORCH_CHECK(A.device().is_cpu() && A.dim() == 3 && A.is_contiguous() && A.size(2) == 3 * H, what,
+              ": A must be a contiguous CPU (T, B, 3H) tensor");
+  TORCH_CHECK(A.scalar_type() == at::kFloat || A.scalar_type() == at::kDouble, what, ": float32 or float64 only");
+  TORCH_CHECK(W.scalar_type() == A.scalar_type() && W.numel() == 3 * H * H, what, ": W_hh (3H, H) in A's dtype");
+}
+
+void gru_after_forward_loop(at::Tensor A, const c10::optional<at::Tensor>& GH, const at::Tensor& whh_t,
+                            const at::Tensor& bhn, at::Tensor Hout, const at::Tensor& h0, at::IntArrayRef bs) {
+  const int64_t H = Hout.size(2);
+  check_gru_after(A, whh_t, H, "gru_after_forward_loop");
+  TORCH_CHECK(Hout.is_contiguous() && (!GH.has_value() || (GH->is_contiguous() && GH->sizes() == A.sizes())),
+              "gru_after_forward_loop: contiguous Hout (T, B, H) and GH like A");
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == A.size(0), "gru_after_forward_loop: bs must have T entries");
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gru_after_forward_loop",
+                             [&] { gru_after_forward_impl<scalar_t>(A, GH, whh_t, bhn, Hout, h0, bs); });
+}
+
+void gru_after_backward_loop(at::Tensor A, at::Tensor GH, at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout,
+                             const at::Tensor& h0, const at::Tensor& whh, at::IntArrayRef bs) {
+  const int64_t H = DH.size(2);
+  check_gru_after(A, whh, H, "gru_after_backward_loop");
+  for (const at::Tensor& t : {GH, DH, dh0, Hout, h0})
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == A.scalar_type(), "gru_after_backward_loop: GH, DH, dh0, "
+                "Hout and h0 contiguous, of A's dtype");
+  TORCH_CHECK(GH.sizes() == A.sizes() && DH.size(0) == A.size(0) && DH.size(1) == A.size(1) &&
+              dh0.size(0) == A.size(1), "gru_after_backward_loop: A and GH (T, B, 3H), DH (T, B, H), dh0 (B, H)");
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == A.size(0), "gru_after_backward_loop: bs must have T entries");
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gru_after_backward_loop",
+                             [&] { gru_after_backward_impl<scalar_t>(A, GH, DH, dh0, Hout, h0, whh, bs); });
+}
+
 // ---------------------------------------------------------------- GRU family, reset before the matmul
 // The forward loop of ../gru.py's gru_before_forward (gru_cho, MUT1-3), step for step:
 //   a[:, :k1] += h_prev W1^T                 (r, and z when it reads h)
@@ -1429,6 +1590,110 @@ void gru_out_impl(at::Tensor& a, const at::Tensor& hp, at::Tensor& h, bool keep_
   });
 }
 
+// x = sigma(x + tile) for U values (a full vector of floats in registers)
+template <typename T>
+inline void sigmoid_add(T* x, const T* tile, int64_t U) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (U == Vec<T>::L) return st16(x, sigmoid_v16(ld16(x) + ld16(tile)));
+  }
+  for (int64_t k = 0; k < U; ++k) x[k] = T(0.5) + T(0.5) * std::tanh(T(0.5) * (x[k] + tile[k]));
+}
+
+// Runs f(r) for the rows j, j + nj, ... below b (nj == 0: all rows below b, in parallel)
+template <typename F>
+void each_row(int64_t b, int64_t width, int64_t j, int64_t nj, const F& f) {
+  if (nj > 0) {
+    for (int64_t r = j; r < b; r += nj) f(r);
+    return;
+  }
+  at::parallel_for(0, b, std::max<int64_t>(1, 8192 / std::max<int64_t>(width, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) f(r);
+  });
+}
+
+// float and double: the recurrent GEMMs fused with the elementwise step (W1, Wz, Wn packed per call, as the
+// Elman loops': gemv_tiles, 4 blocks of tiles of 6 rows where 4 divides the GEMM's output width, else 1 of 12).
+// A step is two dependent phases: r (and z) from h_prev, then n from r * h_prev, which reads all of a row's r;
+// a thread owning its rows (step_loop's row-owned form) runs both without waiting for the others, else each
+// phase is a parallel region over panels (the end of the first is the barrier the second needs).
+// MUT1's z reads nothing recurrent: its sigmoid runs in the second phase, where z is used.
+template <typename T>
+void gru_before_forward_fused(at::Tensor& A, const at::Tensor& w1_t, const c10::optional<at::Tensor>& wz_t,
+                              const at::Tensor& wn_t, at::Tensor& RH, bool save, const c10::optional<at::Tensor>& TH,
+                              at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs, bool keep_z) {
+  const int64_t T_ = A.size(0), B = A.size(1), H = Hout.size(2), k1 = w1_t.size(1);
+  const int64_t sA = A.stride(0), sa = A.stride(1);
+  const bool mut3 = wz_t.has_value(), z_plain = k1 == H && !mut3;  // z_plain: MUT1
+  const int N1 = gemv_blocks(k1), NN = gemv_blocks(H);
+  const int64_t H1 = k1 / N1, Hn = H / NN;
+  const at::Tensor p1_t = pack_recurrent<T>(w1_t, N1, H1, 0);
+  const at::Tensor pn_t = pack_recurrent<T>(wn_t, NN, Hn, 1);
+  const at::Tensor pz_t = mut3 ? pack_recurrent<T>(*wz_t, NN, Hn, 2) : at::Tensor();
+  const T *p1 = p1_t.data_ptr<T>(), *pn = pn_t.data_ptr<T>(), *pz = mut3 ? pz_t.data_ptr<T>() : nullptr;
+  const at::Tensor h0c = h0.contiguous();
+  T* Ap = A.data_ptr<T>();
+  T* Hp = Hout.data_ptr<T>();
+  T* RHp = RH.data_ptr<T>();
+  T* THp = mut3 ? TH->data_ptr<T>() : nullptr;
+  const int64_t w_bytes = (k1 + H * (mut3 ? 2 : 1)) * H * int64_t(sizeof(T));
+  step_loop<T>(T_, B, H, w_bytes, false, sa == 3 * H, [&](int64_t t, int64_t j, int64_t nj) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    T* a = Ap + t * sA;
+    const T* hp = t == 0 ? h0c.data_ptr<T>() : Hp + (t - 1) * B * H;
+    T* rh = RHp + (save ? t * B * H : 0);
+    T* th = mut3 ? THp + (save ? t * B * H : 0) : nullptr;
+    T* ht = Hp + t * B * H;
+    if (mut3)  // z reads tanh(h_prev)
+      each_row(b, H, j, nj, [&](int64_t r) {
+        for (int64_t k = 0; k < H; ++k) th[r * H + k] = std::tanh(hp[r * H + k]);
+      });
+    // phase 1: r (and z) = sigma(a + h_prev W1^T (+ th Wz^T)); rh = r * h_prev
+    auto epi1 = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+      T* x = a + r * sa + o0;  // output o of W1 is column o of A's [r, z] blocks
+      sigmoid_add(x, tile, U);
+      const int64_t ur = std::max<int64_t>(0, std::min(U, H - o0));  // of which r units
+      for (int64_t k = 0; k < ur; ++k) rh[r * H + o0 + k] = x[k] * hp[r * H + o0 + k];
+    };
+    auto epiz = [&](int64_t r, int64_t o0, int64_t U, const T* tile) { sigmoid_add(a + r * sa + H + o0, tile, U); };
+    step_panels<T>(H1, b * Vec<T>::L * H * N1 * (mut3 ? 2 : 1), j, nj, [&](int64_t q0, int64_t q1, int64_t jj,
+                                                                          int64_t nn) {
+      if (N1 == 4) gemv_tiles<T, 4>(p1, H, H1, hp, H, H, b, b, q0, q1, jj, nn, epi1);
+      else gemv_tiles<T, 1>(p1, H, H1, hp, H, H, b, b, q0, q1, jj, nn, epi1);
+      if (!mut3) return;  // (MUT3: k1 == H, W1 and Wz blocked alike, N1 == NN)
+      if (NN == 4) gemv_tiles<T, 4>(pz, H, Hn, th, H, H, b, b, q0, q1, jj, nn, epiz);
+      else gemv_tiles<T, 1>(pz, H, Hn, th, H, H, b, b, q0, q1, jj, nn, epiz);
+    });
+    // phase 2: n = tanh(a_n + rh Wn^T); h = n + z (h_prev - n) (GRU) or h_prev + z (n - h_prev) (MUT)
+    auto epi2 = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+      T* n = a + r * sa + 2 * H + o0;
+      T* z = a + r * sa + H + o0;
+      const T* hv = hp + r * H + o0;
+      T* h = ht + r * H + o0;
+      if (z_plain) {
+        static const T zero[Vec<T>::L] = {};
+        sigmoid_add(z, zero, U);
+      }
+      if constexpr (std::is_same<T, float>::value) {
+        if (U == Vec<T>::L) {
+          const v16f nv = tanh_v16(ld16(n) + ld16(tile)), zv = ld16(z), hpv = ld16(hv);
+          st16(n, nv);
+          st16(h, keep_z ? nv + zv * (hpv - nv) : hpv + zv * (nv - hpv));
+          return;
+        }
+      }
+      for (int64_t k = 0; k < U; ++k) {
+        const T nv = std::tanh(n[k] + tile[k]);
+        n[k] = nv;
+        h[k] = keep_z ? nv + z[k] * (hv[k] - nv) : hv[k] + z[k] * (nv - hv[k]);
+      }
+    };
+    step_panels<T>(Hn, b * Vec<T>::L * H * NN, j, nj, [&](int64_t q0, int64_t q1, int64_t jj, int64_t nn) {
+      if (NN == 4) gemv_tiles<T, 4>(pn, H, Hn, rh, H, H, b, b, q0, q1, jj, nn, epi2);
+      else gemv_tiles<T, 1>(pn, H, Hn, rh, H, H, b, b, q0, q1, jj, nn, epi2);
+    });
+  }, [](int64_t) {});
+}
+
 void gru_before_forward_loop(at::Tensor A, const at::Tensor& w1_t, const c10::optional<at::Tensor>& wz_t,
                              const at::Tensor& wn_t, at::Tensor RH, bool save, const c10::optional<at::Tensor>& TH,
                              at::Tensor Hout, const at::Tensor& h0, at::IntArrayRef bs, bool keep_z) {
@@ -1436,6 +1701,15 @@ void gru_before_forward_loop(at::Tensor A, const at::Tensor& w1_t, const c10::op
               "(T, B, 3H) tensor with contiguous rows");
   const int64_t T = A.size(0), B = A.size(1), H = Hout.size(2), k1 = w1_t.size(1);
   TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "gru_before_forward_loop: bs must have T entries");
+  if ((A.scalar_type() == at::kFloat || A.scalar_type() == at::kDouble) && A.stride(0) == B * A.stride(1) &&
+      Hout.is_contiguous() && RH.is_contiguous() && (!TH.has_value() || TH->is_contiguous())) {
+    for (const at::Tensor& w : {w1_t, wn_t, h0})
+      TORCH_CHECK(w.scalar_type() == A.scalar_type(), "gru_before_forward_loop: weights and h0 in A's dtype");
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gru_before_forward_fused", [&] {
+      gru_before_forward_fused<scalar_t>(A, w1_t, wz_t, wn_t, RH, save, TH, Hout, h0, bs, keep_z);
+    });
+    return;
+  }
   at::Tensor h_prev = h0;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t b = bs.empty() ? B : bs[t];
@@ -1546,6 +1820,99 @@ void gru_before_backward_impl(at::Tensor& A, at::Tensor& DH, at::Tensor& dh0, co
   }
 }
 
+// float and double: the same loop with the GEMMs fused with the elementwise parts (as the forward above; W1, Wz,
+// Wn packed as the "transposed" operands, whose output units are h's). Phase 1: dh_t's GEMM terms, then da_z, da_n
+// and dprev's direct path; phase 2 (reads all of a row's da_n): drh = da_n Wn, dprev += drh r, da_r.
+template <typename T>
+void gru_before_backward_fused(at::Tensor& A, at::Tensor& DH, at::Tensor& dh0, const at::Tensor& Hout,
+                               const at::Tensor& h0, const at::Tensor& w1, const c10::optional<at::Tensor>& wz,
+                               const c10::optional<at::Tensor>& TH, const at::Tensor& wn, at::IntArrayRef bs,
+                               bool keep_z) {
+  const int64_t T_ = A.size(0), B = A.size(1), H = DH.size(2), k1 = w1.size(0);
+  const int64_t sA = A.stride(0), sa = A.stride(1);
+  const bool mut3 = wz.has_value();
+  const int NN = gemv_blocks(H);
+  const int64_t Hn = H / NN;
+  const at::Tensor p1_t = pack_recurrent<T>(w1, NN, Hn, 0);
+  const at::Tensor pn_t = pack_recurrent<T>(wn, NN, Hn, 1);
+  const at::Tensor pz_t = mut3 ? pack_recurrent<T>(*wz, NN, Hn, 2) : at::Tensor();
+  const T *p1 = p1_t.data_ptr<T>(), *pn = pn_t.data_ptr<T>(), *pz = mut3 ? pz_t.data_ptr<T>() : nullptr;
+  T* Ap = A.data_ptr<T>();
+  T* D = DH.data_ptr<T>();
+  T* D0 = dh0.data_ptr<T>();
+  const T* Hp = Hout.data_ptr<T>();
+  const T* H0 = h0.data_ptr<T>();
+  const T* THp = mut3 ? TH->data_ptr<T>() : nullptr;
+  const int64_t w_bytes = (k1 + H * (mut3 ? 2 : 1)) * H * int64_t(sizeof(T));
+  step_loop<T>(T_, B, H, w_bytes, true, sa == 3 * H, [&](int64_t t, int64_t j, int64_t nj) {
+    const int64_t b = bs.empty() ? B : bs[t];
+    const int64_t b1 = t == T_ - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
+    T* a = Ap + t * sA;
+    const T* an = Ap + (t + 1 < T_ ? t + 1 : t) * sA;  // step t+1's pre-activation gradients
+    T* dt = D + t * B * H;
+    T* dprev = t == 0 ? D0 : D + (t - 1) * B * H;
+    const T* hp = t == 0 ? H0 : Hp + (t - 1) * B * H;
+    const T* th1 = mut3 ? THp + (t + 1 < T_ ? t + 1 : t) * B * H : nullptr;
+    rows_past(b, B, j, nj, [&](int64_t r) { std::fill(a + r * sa, a + r * sa + 3 * H, T(0)); });  // no gradient
+    // MUT3: z_{t+1} reads tanh(h_t): dh_t += (da_z W_z) (1 - th_{t+1}^2)
+    auto epiz = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+      if (!tile) return;
+      T* d = dt + r * H + o0;
+      const T* x = th1 + r * H + o0;
+      for (int64_t k = 0; k < U; ++k) d[k] += tile[k] * (T(1) - x[k] * x[k]);
+    };
+    // dh_t = DH[t] + da_{t+1}[:k1] W1 (+ the above); dz, dn and dprev's direct path; da_z, da_n into A
+    auto epi1 = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+      const T* d = dt + r * H + o0;
+      T* z = a + r * sa + H + o0;
+      T* n = z + H;
+      const T* hv = hp + r * H + o0;
+      T* dp = dprev + r * H + o0;
+      for (int64_t k = 0; k < U; ++k) {
+        const T dv = tile ? d[k] + tile[k] : d[k], zv = z[k], nv = n[k], h = hv[k];
+        T dz, dn;
+        if (keep_z) {
+          dz = dv * (h - nv);
+          dp[k] += dv * zv;
+          dn = dv * (T(1) - zv);
+        } else {
+          dz = dv * (nv - h);
+          dp[k] += dv * (T(1) - zv);
+          dn = dv * zv;
+        }
+        n[k] = dn * (T(1) - nv * nv);
+        z[k] = dz * zv * (T(1) - zv);
+      }
+    };
+    step_panels<T>(Hn, b * Vec<T>::L * (k1 + (mut3 ? H : 0)) * NN, j, nj, [&](int64_t q0, int64_t q1, int64_t jj,
+                                                                              int64_t nn) {
+      const int64_t K1 = b1 ? k1 : 0;
+      if (NN == 4) {
+        if (mut3 && b1) gemv_tiles<T, 4>(pz, H, Hn, an + H, sa, H, b1, b1, q0, q1, jj, nn, epiz);
+        gemv_tiles<T, 4>(p1, k1, Hn, an, sa, K1, b, b1, q0, q1, jj, nn, epi1);
+      } else {
+        if (mut3 && b1) gemv_tiles<T, 1>(pz, H, Hn, an + H, sa, H, b1, b1, q0, q1, jj, nn, epiz);
+        gemv_tiles<T, 1>(p1, k1, Hn, an, sa, K1, b, b1, q0, q1, jj, nn, epi1);
+      }
+    });
+    // drh = da_n Wn; dprev += drh r; da_r = drh h_prev r (1 - r)
+    auto epi2 = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+      T* rr = a + r * sa + o0;
+      const T* hv = hp + r * H + o0;
+      T* dp = dprev + r * H + o0;
+      for (int64_t k = 0; k < U; ++k) {
+        const T g = tile[k], rv = rr[k];
+        dp[k] += g * rv;
+        rr[k] = g * hv[k] * rv * (T(1) - rv);
+      }
+    };
+    step_panels<T>(Hn, b * Vec<T>::L * H * NN, j, nj, [&](int64_t q0, int64_t q1, int64_t jj, int64_t nn) {
+      if (NN == 4) gemv_tiles<T, 4>(pn, H, Hn, a + 2 * H, sa, H, b, b, q0, q1, jj, nn, epi2);
+      else gemv_tiles<T, 1>(pn, H, Hn, a + 2 * H, sa, H, b, b, q0, q1, jj, nn, epi2);
+    });
+  }, [](int64_t) {});
+}
+
 void gru_before_backward_loop(at::Tensor A, at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout, const at::Tensor& h0,
                               const at::Tensor& w1, const c10::optional<at::Tensor>& wz,
                               const c10::optional<at::Tensor>& TH, const at::Tensor& wn, at::IntArrayRef bs,
@@ -1562,6 +1929,14 @@ void gru_before_backward_loop(at::Tensor A, at::Tensor DH, at::Tensor dh0, const
               "gru_before_backward_loop: A (T, B, 3H), DH and Hout (T, B, H), h0 and dh0 (B, H)");
   TORCH_CHECK(wz.has_value() == TH.has_value() && (!TH.has_value() || TH->is_contiguous()),
               "gru_before_backward_loop: MUT3 needs wz and a contiguous TH");
+  if (A.scalar_type() == at::kFloat || A.scalar_type() == at::kDouble) {
+    for (const at::Tensor& w : {w1, wn})
+      TORCH_CHECK(w.scalar_type() == A.scalar_type(), "gru_before_backward_loop: weights in A's dtype");
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gru_before_backward_fused", [&] {
+      gru_before_backward_fused<scalar_t>(A, DH, dh0, Hout, h0, w1, wz, TH, wn, bs, keep_z);
+    });
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, A.scalar_type(), "gru_before_backward_loop", [&] {
     gru_before_backward_impl<scalar_t>(A, DH, dh0, Hout, h0, w1, wz, TH, wn, bs, keep_z);
   });
@@ -1754,6 +2129,12 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "int[] bs, bool relu) -> Tensor[]");
   m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
   m.def(
+      "gru_after_forward_loop(Tensor(a!) A, Tensor(b!)? GH, Tensor whh_t, Tensor bhn, Tensor(c!) Hout, Tensor h0, "
+      "int[] bs) -> ()");
+  m.def(
+      "gru_after_backward_loop(Tensor(a!) A, Tensor(b!) GH, Tensor(c!) DH, Tensor(d!) dh0, Tensor Hout, Tensor h0, "
+      "Tensor whh, int[] bs) -> ()");
+  m.def(
       "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
       "-> ()");
   m.def(
@@ -1768,6 +2149,8 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("lstm_backward_loop", &lstm_backward_loop);
   m.impl("gru_before_backward_loop", &gru_before_backward_loop);
   m.impl("elman_forward_loop", &elman_forward_loop);
+  m.impl("gru_after_forward_loop", &gru_after_forward_loop);
+  m.impl("gru_after_backward_loop", &gru_after_backward_loop);
   m.impl("elman_infer", &elman_infer);
   m.impl("elman_backward_loop", &elman_backward_loop);
 }
