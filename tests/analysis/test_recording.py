@@ -168,9 +168,8 @@ def test_recording_leaves_outputs_and_gradients_unchanged(cell):
 @pytest.mark.parametrize("cell", ["gru", "lstm", "gru_cho"])
 def test_fast_path_when_not_recording(monkeypatch, cell):
     rnn = Recurrent(cell, I, H, batch_first=True)
-    fast = rnn.active_impl  # torch's kernel (gru; lstm without the C++ kernels) or the fused one
-    assert fast == ("torch" if cell == "gru" else "fused" if cell == "gru_cho" or native.state() == "on"
-                    else "torch")
+    fast = rnn.active_impl  # the fused kernel (lstm, gru: torch's without the C++ kernels)
+    assert fast == ("fused" if cell == "gru_cho" or native.state() == "on" else "torch")
     with rnn.recording():
         assert rnn.active_impl == "reference"
     assert rnn.active_impl == fast

@@ -19,7 +19,8 @@ from recur_attn.cells import CELLS
 from recur_attn.layers import Recurrent
 from recur_attn.layers.fast import FUSED_CELLS, forward_fused, native, reusable_backward
 from recur_attn.layers.fast import common as fast_common
-from recur_attn.layers.recurrent import CPU_FUSED_FIRST, SINGLE_STEP_LSTM_ROWS, TORCH_FUSED
+from recur_attn.layers.recurrent import (CPU_FUSED_FIRST, SHORT_CALL_ROWS, SHORT_CALL_STEPS, SHORT_CALL_TORCH,
+                                         SINGLE_STEP_LSTM_ROWS, TORCH_FUSED)
 
 ALL = sorted(CELLS)
 
@@ -150,6 +151,32 @@ def test_native_inference_reads_the_weights_in_the_cells_gate_order(cell, H, two
     blocks = [b for b, _ in calls]
     assert all(len(b) == (7 if cell == "fgr" else 4 - (cell in ("nig", "nfg", "nog", "cifg"))) for b in blocks)
     assert any(list(b) != sorted(b) for b in blocks) == (cell != "nog")  # nog's i, f, g is the same order
+
+
+# inference of the GRU family is one op a layer-direction (native.gru_after_infer for gru, native.gru_before_infer
+# for gru_cho and MUT1-3), padded or not; I = H = 16 feeds MUT1's n and MUT2's r with x itself in the first layer
+# (projected in the second, whose input is 2H), B = 9 gives each of two threads its own rows, B = 5 splits panels
+@pytest.mark.parametrize("I,B", [(5, 5), (16, 9)])
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=NO_CXX) for c in ("gru", "gru_cho", "mut1", "mut2", "mut3")])
+def test_native_gru_inference_in_one_op(cell, I, B, monkeypatch, two_threads):
+    ref, fast = make_pair(cell, I=I, H=16)
+    calls = []
+    op = "gru_after_infer" if cell == "gru" else "gru_before_infer"
+    real = getattr(native, op)
+    monkeypatch.setattr(native, op, lambda *a, **k: calls.append(a[7]) or real(*a, **k))
+    torch.manual_seed(3)
+    x = torch.randn(9, B, I, dtype=torch.float64)
+    state = random_state(ref, B)
+    for lengths in (None, torch.tensor([3, 9, 1, 9, 6, 2, 9, 4, 8][:B])):
+        for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+            r, f = ref.to(dt), fast.to(dt)
+            with torch.no_grad(), native.using("on"):
+                o1, s1 = r(x.to(dt), state[0].to(dt), lengths=lengths)
+                o2, s2 = f(x.to(dt), state[0].to(dt), lengths=lengths)
+            torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
+            torch.testing.assert_close(s2, s1, rtol=tol, atol=tol)
+    assert len(calls) == 2 * 2 * 4  # unpadded and padded x 2 dtypes x 2 layers x 2 directions
+    assert [len(bs) for bs in calls] == [0] * 8 + [9] * 8  # the padded calls get their batch sizes
 
 
 # inference of the Elman cells and clockwork is one op a layer-direction (native.elman_infer), padded or not
@@ -366,6 +393,31 @@ def test_auto_runs_the_fused_kernel(cell, monkeypatch):
     assert forward_fused is real
 
 
+@pytest.mark.parametrize("cell", ["gru", "rnn_tanh", "rnn_relu", "lstm"])
+def test_auto_keeps_torchs_kernel_for_short_calls_where_it_is_faster(cell, monkeypatch):
+    """gru and the Elman cells run their fused kernel on CPU (CPU_FUSED_FIRST) but torch's for calls of at most
+    SHORT_CALL_STEPS steps and SHORT_CALL_ROWS rows, where its set-up per call makes it the slower; lstm keeps
+    the fused kernel (the faster one for short calls too)."""
+    torch.manual_seed(2)
+    m = Recurrent(cell, 3, 4)
+    if m.active_impl != "fused":
+        pytest.skip("the C++ kernels are not built: auto runs torch's kernel everywhere")
+    short = "torch" if cell in SHORT_CALL_TORCH else "fused"
+    assert m.impl_for(SHORT_CALL_STEPS, SHORT_CALL_ROWS) == m.impl_for(2, 1) == short
+    assert m.impl_for(SHORT_CALL_STEPS + 1, SHORT_CALL_ROWS) == m.impl_for(2, SHORT_CALL_ROWS + 1) == "fused"
+    assert m.impl_for(2, 1, "cuda") == m.active_impl  # measured on CPU only
+    ran = []
+    monkeypatch.setattr(m, "_forward_torch", lambda *a, **k: ran.append("torch") or Recurrent._forward_torch(m, *a))
+    from recur_attn.layers import recurrent as rec_mod
+    real = rec_mod.forward_fused
+    monkeypatch.setattr(rec_mod, "forward_fused", lambda *a, **k: ran.append("fused") or real(*a, **k))
+    x = torch.randn(SHORT_CALL_STEPS + 1, 2, 3)
+    with torch.no_grad():
+        whole, _ = m(x)
+        part, _ = m(x[:SHORT_CALL_STEPS])
+    assert ran == ["fused", short]
+    torch.testing.assert_close(part, whole[:SHORT_CALL_STEPS], rtol=1e-5, atol=1e-6)
+
 @pytest.mark.parametrize("cell", ALL)
 def test_auto_runs_single_steps_on_cpu_with_torch_or_the_cells_step(cell, monkeypatch):
     """auto on CPU, T == 1 (sampling a token at a time): torch's kernel for torch's cells, the cell's own step
@@ -545,7 +597,7 @@ def test_stale_native_builds_are_pruned(tmp_path):
 
 @pytest.mark.parametrize("chunk", [1, 3])
 @pytest.mark.parametrize("native_mode", NATIVE_MODES)
-@pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "niaf", "dglstm", "gru_cho", "mut1", "mut2"])
+@pytest.mark.parametrize("cell", ["vanilla", "nig", "cifg", "niaf", "dglstm", "gru", "gru_cho", "mut1", "mut2"])
 def test_chunked_inference_projection(cell, native_mode, chunk, monkeypatch):
     """Inference computes the input projection in chunks of steps (a reused buffer): chunks of 1 and 3
     steps over T=7 (a partial last chunk), padded, 2 layers, both directions, equal the reference.
@@ -554,7 +606,7 @@ def test_chunked_inference_projection(cell, native_mode, chunk, monkeypatch):
     x = torch.randn(7, 4, 5, dtype=torch.float64)
     lengths = torch.tensor([4, 7, 2, 7])
     state = random_state(ref, 4)
-    nP = (5 if cell == "dglstm" else 4) * 4 if cell not in ("nig", "cifg", "gru_cho", "mut1", "mut2") else 3 * 4
+    nP = (5 if cell == "dglstm" else 4) * 4 if cell not in ("nig", "cifg", "gru", "gru_cho", "mut1", "mut2") else 3 * 4
     monkeypatch.setattr(fast_common, "CHUNK_ELEMS", 4 * nP * chunk)
     assert fast_common.chunk_steps(7, 4, nP) == chunk
     with native.using(native_mode), torch.no_grad():

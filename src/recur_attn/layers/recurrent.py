@@ -33,7 +33,8 @@ Implementations (``impl``):
     "reference" -- the cell's own step -- for the others: the
     whole-sequence kernels' set-up per call (the recurrent weights reordered
     and packed, O(weights)) is not paid back by one step (see
-    ``Recurrent.impl_for``). Under a torch.func transform (grad, jacrev,
+    ``Recurrent.impl_for``); ``gru``, ``rnn_tanh`` and ``rnn_relu`` keep
+    torch's kernel on CPU up to 4 steps of up to 16 rows. Under a torch.func transform (grad, jacrev,
     vmap, ...) "auto" runs "reference", the one implementation that supports
     them all (``in_func_transform``). ``active_impl`` says which one runs for
     sequences, ``impl_for(T, B)`` for a given length and batch.
@@ -67,6 +68,12 @@ CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu", "lstm", "np", "gru")
 #: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
 #: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
 SINGLE_STEP_LSTM_ROWS = 8
+#: cells of CPU_FUSED_FIRST whose fused path loses to torch's CPU kernel on short calls (its set-up per call: the
+#: recurrent weights packed, ~40 us of Python and small ops), and the calls that keep torch's kernel on CPU: at
+#: most SHORT_CALL_STEPS steps of at most SHORT_CALL_ROWS rows (scripts/bench_short.py: fused 1.1-1.9x torch's
+#: time at T = 2-4, B = 1-16; 0.9-1.05x from T = 6-8, B = 1-4 and T = 3-4, B = 16-32)
+SHORT_CALL_TORCH = ("gru", "rnn_tanh", "rnn_relu")
+SHORT_CALL_STEPS, SHORT_CALL_ROWS = 4, 16
 
 
 def in_func_transform() -> bool:
@@ -202,15 +209,19 @@ class Recurrent(nn.Module):
         for the LSTM family, 0.9-1.6x for the GRU family and clockwork, and 1.6-2.8x torch's kernel for
         rnn_tanh; torch's CPU LSTM took 1.1-1.8x the cell's step at B = 1-4 (docs/benchmarks.md, "Single
         steps and short sequences"). From T = 2-4 (GRU family, clockwork, B = 64) or 16 (LSTM family,
-        B = 1) on, the fused path is the faster.
+        B = 1) on, the fused path is the faster. ``gru``, ``rnn_tanh`` and ``rnn_relu``, whose fused path
+        "auto" prefers on CPU, keep torch's kernel for calls of at most ``SHORT_CALL_STEPS`` steps and
+        ``SHORT_CALL_ROWS`` rows, where it is the faster.
         """
         dev = torch.device(device) if device is not None else getattr(self, self._probe).device
-        if self._records is None and self.impl == "auto" and seq_len == 1 and dev.type == "cpu" \
-                and not in_func_transform():
-            if self.cell_name in TORCH_FUSED and not (TORCH_FUSED[self.cell_name] == "lstm"
-                                                      and batch_size <= SINGLE_STEP_LSTM_ROWS):
+        if self._records is None and self.impl == "auto" and dev.type == "cpu" and not in_func_transform():
+            if seq_len == 1:
+                if self.cell_name in TORCH_FUSED and not (TORCH_FUSED[self.cell_name] == "lstm"
+                                                          and batch_size <= SINGLE_STEP_LSTM_ROWS):
+                    return "torch"
+                return "reference"
+            if self.cell_name in SHORT_CALL_TORCH and seq_len <= SHORT_CALL_STEPS and batch_size <= SHORT_CALL_ROWS:
                 return "torch"
-            return "reference"
         return self.active_impl
 
     @property

@@ -65,8 +65,9 @@ def _autocast_off(device_type: str):
 
 
 def _one_op_inference(x: Tensor) -> bool:
-    """Whether a layer-direction's call on x runs as one C++ op (native.lstm_infer, native.elman_infer): no
-    backward pass, float32/float64 on CPU with the C++ kernels, autocast off."""
+    """Whether a layer-direction's call on x runs as one C++ op (native.lstm_infer, native.elman_infer,
+    native.gru_after_infer, native.gru_before_infer): no backward pass, float32/float64 on CPU with the C++
+    kernels, autocast off."""
     return not torch.is_grad_enabled() and native.fused_loops_for(x) and not torch.is_autocast_enabled(x.device.type)
 
 
@@ -174,7 +175,12 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
     H = cell.hidden_size
     grad = torch.is_grad_enabled()
     dev = inp.device
+    one_op = _one_op_inference(inp)
     if isinstance(cell, GRUCell) and cell.reset_after:
+        if one_op:  # the whole call in one op (a short call's fixed cost)
+            out, hT = native.gru_after_infer(inp, p["weight_ih"], p["bias_ih"], p["bias_hh"], p["weight_hh"], s0[0],
+                                             chunk_steps(inp.shape[0], inp.shape[1], 3 * H), bs or [])
+            return out, (hT,), None
         dt = _compute_dtype(inp)
         bhh = p["bias_hh"]
         bias = p["bias_ih"] + torch.cat([bhh[: 2 * H], bhh.new_zeros(H)])  # b_hr, b_hz folded in
@@ -203,6 +209,10 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
         else:
             w1, wz, zf = W["r"], W["z"], "tanh_h"
         cfg = GRUBeforeConfig(H, zf, keep_z=False)
+    if one_op:
+        out, hT = native.gru_before_infer(inp, proj, w1, wz, wn, s0[0], chunk_steps(inp.shape[0], inp.shape[1], 3 * H),
+                                          bs or [], cfg.keep_z)
+        return out, (hT,), None
     proj = proj.to(dt)
     inp = _cast(inp, dt)
     w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)

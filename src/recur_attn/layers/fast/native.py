@@ -272,6 +272,25 @@ def gru_after_forward_loop(A: Tensor, GH: Tensor | None, whh_t: Tensor, bhn: Ten
     torch.ops.recur_attn_native.gru_after_forward_loop(A, GH, whh_t, bhn, Hout, h0, bs)
 
 
+def gru_after_infer(x: Tensor, wih: Tensor, bias_ih: Tensor, bias_hh: Tensor, whh: Tensor, h0: Tensor, tc: int,
+                    bs: list[int]) -> list[Tensor]:
+    """One `gru` layer-direction's whole inference call (float32/float64) in one op: the input projection in
+    chunks of ``tc`` steps, W_hh packed once, the loop of :func:`gru_after_forward_loop`, h_T at each row's end
+    (``bs`` as for :func:`lstm_infer`). The cell's own weights and biases. Returns [out, h_T]."""
+    return torch.ops.recur_attn_native.gru_after_infer(x, wih, bias_ih, bias_hh, whh, h0, tc, bs)
+
+
+def gru_before_infer(x: Tensor, proj, w1: Tensor, wz: Tensor | None, wn: Tensor, h0: Tensor, tc: int,
+                     bs: list[int], keep_z: bool) -> list[Tensor]:
+    """One `gru_cho`/MUT layer-direction's whole inference call (float32/float64) in one op: ``proj``'s input
+    projection (a :class:`..gru.GRUBeforeProjection`) in chunks of ``tc`` steps, the weights packed once, the
+    loop of :func:`gru_before_forward_loop`, h_T at each row's end. Returns [out, h_T]."""
+    ident = {None: -1, "r": 0, "n": 2}[proj.identity]
+    return torch.ops.recur_attn_native.gru_before_infer(x, proj.weight, proj.bias, ident, proj.projected,
+                                                        proj.tanh_identity, proj.post_bias, w1, wz, wn, h0, tc,
+                                                        bs, keep_z)
+
+
 def gru_after_backward_loop(A: Tensor, GH: Tensor, DH: Tensor, dh0: Tensor, Hout: Tensor, h0: Tensor, whh: Tensor,
                             bs: list[int]) -> None:
     """The backward step loop of :class:`..gru.GRUAfterSequence` in C++, float32/float64: A becomes the

@@ -1388,11 +1388,12 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
 // A becomes [da_r, da_z, da_n] and GH [da_r, da_z, da_n r]; rows past their end zero in both.
 template <typename T>
 void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GH, const at::Tensor& whh_t,
-                            const at::Tensor& bhn, at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs) {
+                            const at::Tensor& bhn, at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs,
+                            const T* packed_in = nullptr) {  // packed_in: W_hh^T already packed (gru_after_infer)
   constexpr int L = Vec<T>::L;
   const int64_t T_ = A.size(0), B = A.size(1), H = Hout.size(2);
-  const at::Tensor packed_t = pack_recurrent<T>(whh_t, 3, H);
-  const T* packed = packed_t.data_ptr<T>();
+  const at::Tensor packed_t = packed_in ? at::Tensor() : pack_recurrent<T>(whh_t, 3, H);
+  const T* packed = packed_in ? packed_in : packed_t.data_ptr<T>();
   const int64_t npan = (H + L - 1) / L;
   std::vector<T> bn(npan * L, T(0));  // b_hn padded to whole panels
   const at::Tensor bhc = bhn.contiguous();
@@ -1611,6 +1612,17 @@ void each_row(int64_t b, int64_t width, int64_t j, int64_t nj, const F& f) {
   });
 }
 
+// W1^T, Wz^T (MUT3; else undefined) and Wn^T packed for gru_before_forward_fused (workspace slots 0, 2, 1)
+template <typename T>
+std::vector<at::Tensor> gru_before_pack(const at::Tensor& w1_t, const c10::optional<at::Tensor>& wz_t,
+                                        const at::Tensor& wn_t) {
+  const int64_t H = wn_t.size(0), k1 = w1_t.size(1);
+  const int N1 = gemv_blocks(k1), NN = gemv_blocks(H);
+  return {pack_recurrent<T>(w1_t, N1, k1 / N1, 0), wz_t.has_value() ? pack_recurrent<T>(*wz_t, NN, H / NN, 2)
+                                                                    : at::Tensor(),
+          pack_recurrent<T>(wn_t, NN, H / NN, 1)};
+}
+
 // float and double: the recurrent GEMMs fused with the elementwise step (W1, Wz, Wn packed per call, as the
 // Elman loops': gemv_tiles, 4 blocks of tiles of 6 rows where 4 divides the GEMM's output width, else 1 of 12).
 // A step is two dependent phases: r (and z) from h_prev, then n from r * h_prev, which reads all of a row's r;
@@ -1620,16 +1632,16 @@ void each_row(int64_t b, int64_t width, int64_t j, int64_t nj, const F& f) {
 template <typename T>
 void gru_before_forward_fused(at::Tensor& A, const at::Tensor& w1_t, const c10::optional<at::Tensor>& wz_t,
                               const at::Tensor& wn_t, at::Tensor& RH, bool save, const c10::optional<at::Tensor>& TH,
-                              at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs, bool keep_z) {
+                              at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs, bool keep_z,
+                              const std::vector<at::Tensor>* packs = nullptr) {  // gru_before_pack's, or packed here
   const int64_t T_ = A.size(0), B = A.size(1), H = Hout.size(2), k1 = w1_t.size(1);
   const int64_t sA = A.stride(0), sa = A.stride(1);
   const bool mut3 = wz_t.has_value(), z_plain = k1 == H && !mut3;  // z_plain: MUT1
   const int N1 = gemv_blocks(k1), NN = gemv_blocks(H);
   const int64_t H1 = k1 / N1, Hn = H / NN;
-  const at::Tensor p1_t = pack_recurrent<T>(w1_t, N1, H1, 0);
-  const at::Tensor pn_t = pack_recurrent<T>(wn_t, NN, Hn, 1);
-  const at::Tensor pz_t = mut3 ? pack_recurrent<T>(*wz_t, NN, Hn, 2) : at::Tensor();
-  const T *p1 = p1_t.data_ptr<T>(), *pn = pn_t.data_ptr<T>(), *pz = mut3 ? pz_t.data_ptr<T>() : nullptr;
+  const std::vector<at::Tensor> own = packs ? std::vector<at::Tensor>() : gru_before_pack<T>(w1_t, wz_t, wn_t);
+  const std::vector<at::Tensor>& pk = packs ? *packs : own;
+  const T *p1 = pk[0].data_ptr<T>(), *pn = pk[2].data_ptr<T>(), *pz = mut3 ? pk[1].data_ptr<T>() : nullptr;
   const at::Tensor h0c = h0.contiguous();
   T* Ap = A.data_ptr<T>();
   T* Hp = Hout.data_ptr<T>();
@@ -1942,6 +1954,118 @@ void gru_before_backward_loop(at::Tensor A, at::Tensor DH, at::Tensor dh0, const
   });
 }
 
+// h_T of a call: each row's output at its last step (bs as for lstm_infer; empty: step T - 1)
+inline at::Tensor last_outputs(const at::Tensor& Hout, at::IntArrayRef bs) {
+  if (bs.empty()) return Hout.select(0, Hout.size(0) - 1).clone();
+  std::vector<int64_t> last = row_lengths(bs, Hout.size(1));
+  for (int64_t& l : last) l -= 1;
+  return rows_at(Hout, last);
+}
+
+// A whole inference call of one GRU-family layer-direction (float, double) in one op, as ../driver.py's _run_gru
+// with ../gru.py's kernels does it: the input projection in chunks of tc steps into one reused buffer, the
+// recurrent weights packed once, the loop, h_T at each row's end (bs as for lstm_infer). Returns [out, h_T].
+// nn.GRU's form (`gru`): the cell's own weights and biases (b_ih + [b_hr, b_hz, 0] on the projection, b_hn in
+// the loop).
+std::vector<at::Tensor> gru_after_infer(const at::Tensor& x, const at::Tensor& wih, const at::Tensor& bias_ih,
+                                        const at::Tensor& bias_hh, const at::Tensor& whh, const at::Tensor& h0,
+                                        int64_t tc, at::IntArrayRef bs) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "gru_after_infer: a (T, B, I) float32/float64 CPU input");
+  for (const at::Tensor& t : {wih, bias_ih, bias_hh, whh, h0})
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "gru_after_infer: weights and state in the input's dtype");
+  const int64_t T = x.size(0), B = x.size(1), H = whh.size(1);
+  TORCH_CHECK(whh.size(0) == 3 * H && wih.size(0) == 3 * H && bias_ih.numel() == 3 * H && bias_hh.numel() == 3 * H,
+              "gru_after_infer: W_ih (3H, I), W_hh (3H, H), biases (3H)");
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "gru_after_infer: bs must have T entries");
+  const at::Tensor bias = bias_ih + at::cat({bias_hh.narrow(0, 0, 2 * H), at::zeros({H}, x.options())});
+  const at::Tensor bhn = bias_hh.narrow(0, 2 * H, H).contiguous(), whh_t = whh.t(), wih_t = wih.t();
+  const at::Tensor x2 = x.contiguous().view({T * B, x.size(2)});
+  const int64_t tcc = std::max<int64_t>(1, std::min(tc, T));
+  at::Tensor buf = at::empty({tcc * B, 3 * H}, x.options());
+  at::Tensor Hout = bs.empty() ? at::empty({T, B, H}, x.options()) : at::zeros({T, B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_after_infer", [&] {
+    const at::Tensor packed = pack_recurrent<scalar_t>(whh_t, 3, H);
+    for (int64_t t0 = 0; t0 < T; t0 += tcc) {
+      const int64_t n = std::min(tcc, T - t0);
+      at::Tensor P = buf.narrow(0, 0, n * B);
+      at::addmm_out(P, bias, x2.narrow(0, t0 * B, n * B), wih_t);
+      at::Tensor A = P.view({n, B, 3 * H}), out = Hout.narrow(0, t0, n);
+      const at::Tensor hp = t0 == 0 ? h0 : Hout.select(0, t0 - 1);
+      gru_after_forward_impl<scalar_t>(A, c10::nullopt, whh_t, bhn, out, hp, bs.empty() ? bs : bs.slice(t0, n),
+                                       packed.data_ptr<scalar_t>());
+    }
+  });
+  return {Hout, last_outputs(Hout, bs)};
+}
+
+// The reset-before family (gru_cho, MUT1-3): the projection of ../gru.py's GRUBeforeProjection (wp, bp: the blocks
+// linear in x in [r, z, n] order, every bias folded in; ident: the block x feeds itself, 0 (r, MUT2) or 2 (n,
+// MUT1), -1 none; projected: that block is a projection of x, among wp's rows; tanh_ident: MUT1's tanh on it,
+// then post, b_hh of that block) and gru_before_forward_fused's loop (w1, wz (MUT3), wn as there, untransposed).
+std::vector<at::Tensor> gru_before_infer(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& bp,
+                                         int64_t ident, bool projected, bool tanh_ident,
+                                         const c10::optional<at::Tensor>& post, const at::Tensor& w1,
+                                         const c10::optional<at::Tensor>& wz, const at::Tensor& wn,
+                                         const at::Tensor& h0, int64_t tc, at::IntArrayRef bs, bool keep_z) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "gru_before_infer: a (T, B, I) float32/float64 CPU input");
+  for (const at::Tensor& t : {wp, bp, w1, wn, h0})
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "gru_before_infer: weights and state in the input's dtype");
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = wn.size(0);
+  const bool lin_all = ident < 0 || projected;  // every block comes out of the GEMM
+  TORCH_CHECK(wp.size(0) == (lin_all ? 3 : 2) * H && bp.numel() == wp.size(0) && (ident == -1 || ident == 0 ||
+              ident == 2) && (lin_all || I == H) && (ident < 0 || post.has_value()),
+              "gru_before_infer: wp/bp must hold the 3 (2 with an unprojected identity block) linear blocks");
+  TORCH_CHECK(bs.empty() || int64_t(bs.size()) == T, "gru_before_infer: bs must have T entries");
+  const at::Tensor x2 = x.contiguous().view({T * B, I}), wp_t = wp.t();
+  const int64_t tcc = std::max<int64_t>(1, std::min(tc, T));
+  at::Tensor buf = at::empty({tcc * B, 3 * H}, x.options());
+  at::Tensor lin = lin_all ? at::Tensor() : at::empty({tcc * B, 2 * H}, x.options());
+  at::Tensor Hout = bs.empty() ? at::empty({T, B, H}, x.options()) : at::zeros({T, B, H}, x.options());
+  at::Tensor RH = at::empty({B, H}, x.options());
+  c10::optional<at::Tensor> TH = wz.has_value() ? c10::optional<at::Tensor>(at::empty({B, H}, x.options()))
+                                                : c10::nullopt;
+  const at::Tensor w1_t = w1.t(), wn_t = wn.t();
+  const c10::optional<at::Tensor> wz_t = wz.has_value() ? c10::optional<at::Tensor>(wz->t()) : c10::nullopt;
+  const at::Tensor postc = post.has_value() ? post->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_before_infer", [&] {
+    using T_ = scalar_t;
+    const std::vector<at::Tensor> packs = gru_before_pack<T_>(w1_t, wz_t, wn_t);
+    const T_* pst = post.has_value() ? postc.data_ptr<T_>() : nullptr;
+    for (int64_t t0 = 0; t0 < T; t0 += tcc) {
+      const int64_t n = std::min(tcc, T - t0);
+      at::Tensor P = buf.narrow(0, 0, n * B), X = x2.narrow(0, t0 * B, n * B);
+      at::Tensor L = lin_all ? P : lin.narrow(0, 0, n * B);
+      at::addmm_out(L, bp, X, wp_t);
+      if (ident >= 0 && (tanh_ident || !lin_all)) {  // the identity block: x (or its projection) [tanh] + post
+        T_* pp = P.data_ptr<T_>();
+        const T_* lp = L.data_ptr<T_>();
+        const T_* xp = X.data_ptr<T_>();
+        for_rows<T_>(n * B, 3 * H, 0, [&](int64_t r, T_*) {
+          T_* row = pp + r * 3 * H;
+          if (!lin_all) {  // the two linear blocks around the identity one
+            const T_* l = lp + r * 2 * H;
+            if (ident == 0) std::copy(l, l + 2 * H, row + H);
+            else std::copy(l, l + 2 * H, row);
+          }
+          T_* id = row + ident * H;
+          const T_* src = lin_all ? id : xp + r * I;
+          if (tanh_ident)
+            for (int64_t k = 0; k < H; ++k) id[k] = std::tanh(src[k]) + pst[k];
+          else
+            for (int64_t k = 0; k < H; ++k) id[k] = src[k] + pst[k];
+        });
+      }
+      at::Tensor A = P.view({n, B, 3 * H}), out = Hout.narrow(0, t0, n);
+      const at::Tensor hp = t0 == 0 ? h0 : Hout.select(0, t0 - 1);
+      gru_before_forward_fused<T_>(A, w1_t, wz_t, wn_t, RH, false, TH, out, hp, bs.empty() ? bs : bs.slice(t0, n),
+                                   keep_z, &packs);
+    }
+  });
+  return {Hout, last_outputs(Hout, bs)};
+}
+
 // ------------------------------------------------------------------ Elman networks and clockwork
 // The forward and backward step loops of ../rnn.py (rnn_tanh, rnn_relu, clockwork) for float and double,
 // with the recurrent GEMM fused with the step's elementwise part like the LSTM family's (W_hh packed
@@ -2087,10 +2211,7 @@ std::vector<at::Tensor> elman_infer(const at::Tensor& x, const at::Tensor& wih, 
   at::Tensor P = Hout.view({T * B, H});  // the input projection, which the loop turns into h_t in place
   at::addmm_out(P, at::add(bias_ih, bias_hh), x.contiguous().view({T * B, x.size(2)}), wih.t());
   elman_forward_loop(Hout, whh.t(), h0, units, bs, relu);  // (rows past their end: zero)
-  if (bs.empty()) return {Hout, Hout.select(0, T - 1).clone()};
-  std::vector<int64_t> last = row_lengths(bs, B);
-  for (int64_t& l : last) l -= 1;
-  return {Hout, rows_at(Hout, last)};
+  return {Hout, last_outputs(Hout, bs)};
 }
 
 void elman_backward_loop(at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout, const at::Tensor& whh,
@@ -2129,6 +2250,12 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "int[] bs, bool relu) -> Tensor[]");
   m.def("elman_forward_loop(Tensor(a!) Hout, Tensor whh_t, Tensor h0, int[] units, int[] bs, bool relu) -> ()");
   m.def(
+      "gru_after_infer(Tensor x, Tensor wih, Tensor bias_ih, Tensor bias_hh, Tensor whh, Tensor h0, int tc, int[] bs) "
+      "-> Tensor[]");
+  m.def(
+      "gru_before_infer(Tensor x, Tensor wp, Tensor bp, int ident, bool projected, bool tanh_ident, Tensor? post, "
+      "Tensor w1, Tensor? wz, Tensor wn, Tensor h0, int tc, int[] bs, bool keep_z) -> Tensor[]");
+  m.def(
       "gru_after_forward_loop(Tensor(a!) A, Tensor(b!)? GH, Tensor whh_t, Tensor bhn, Tensor(c!) Hout, Tensor h0, "
       "int[] bs) -> ()");
   m.def(
@@ -2150,6 +2277,8 @@ TORCH_LIBRARY_IMPL(recur_attn_native, CPU, m) {
   m.impl("gru_before_backward_loop", &gru_before_backward_loop);
   m.impl("elman_forward_loop", &elman_forward_loop);
   m.impl("gru_after_forward_loop", &gru_after_forward_loop);
+  m.impl("gru_after_infer", &gru_after_infer);
+  m.impl("gru_before_infer", &gru_before_infer);
   m.impl("gru_after_backward_loop", &gru_after_backward_loop);
   m.impl("elman_infer", &elman_infer);
   m.impl("elman_backward_loop", &elman_backward_loop);
