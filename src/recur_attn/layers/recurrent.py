@@ -29,14 +29,14 @@ Implementations (``impl``):
     ``CPU_FUSED_FIRST``), else "fused" where the cell has a kernel, else
     "reference". On CPU
     a single step (T == 1: sampling a token at a time) runs "torch" for the
-    five cells (but "reference" for ``lstm``/``np`` with at most 8 rows) and
+    five cells (but "reference" for ``lstm``/``np`` with at most 16 rows) and
     "reference" -- the cell's own step -- for the others: the
     whole-sequence kernels' set-up per call (the recurrent weights reordered
     and packed, O(weights)) is not paid back by one step (see
     ``Recurrent.impl_for``); ``gru``, ``rnn_tanh`` and ``rnn_relu`` keep
-    torch's kernel on CPU up to 4 steps of up to 16 rows. Under a torch.func transform (grad, jacrev,
-    vmap, ...) "auto" runs "reference", the one implementation that supports
-    them all (``in_func_transform``). ``active_impl`` says which one runs for
+    torch's kernel on CPU up to 3 steps of up to 16 rows. Under a torch.func
+    transform (grad, jacrev, vmap, ...) "auto" runs "reference", the one
+    implementation that supports them all (``in_func_transform``). ``active_impl`` says which one runs for
     sequences, ``impl_for(T, B)`` for a given length and batch.
 """
 
@@ -66,14 +66,15 @@ IMPLS = ("auto", "torch", "fused", "reference")
 #: weights, outside autocast, when the C++ kernels are built, and torch's kernel (cuDNN) everywhere else
 CPU_FUSED_FIRST = ("rnn_tanh", "rnn_relu", "lstm", "np", "gru")
 #: a single step of torch's LSTM (lstm, np) on CPU with at most this many rows runs the cell's step instead
-#: (Recurrent.impl_for): 0.57-0.94x torch's time at B = 1-4, 0.95-1.22x at B = 16
-SINGLE_STEP_LSTM_ROWS = 8
+#: (Recurrent.impl_for): 0.4-0.6x torch's time at B = 1-8, 0.70-0.74x at B = 16, 0.94x at B = 32 (session 8;
+#: session 5 read 0.95-1.22x at B = 16)
+SINGLE_STEP_LSTM_ROWS = 16
 #: cells of CPU_FUSED_FIRST whose fused path loses to torch's CPU kernel on short calls (its set-up per call: the
 #: recurrent weights packed, ~40 us of Python and small ops), and the calls that keep torch's kernel on CPU: at
-#: most SHORT_CALL_STEPS steps of at most SHORT_CALL_ROWS rows (scripts/bench_short.py: fused 1.1-1.9x torch's
-#: time at T = 2-4, B = 1-16; 0.9-1.05x from T = 6-8, B = 1-4 and T = 3-4, B = 16-32)
+#: most SHORT_CALL_STEPS steps of at most SHORT_CALL_ROWS rows (scripts/bench_short.py, session 8: fused
+#: 1.0-1.6x torch's time at T = 2-3, B = 1-16; 0.9-1.05x at T = 4, B = 4-16, and from B = 32)
 SHORT_CALL_TORCH = ("gru", "rnn_tanh", "rnn_relu")
-SHORT_CALL_STEPS, SHORT_CALL_ROWS = 4, 16
+SHORT_CALL_STEPS, SHORT_CALL_ROWS = 3, 16
 
 
 def in_func_transform() -> bool:
@@ -205,11 +206,10 @@ class Recurrent(nn.Module):
         cells torch implements and with the cell's own step for the others -- and for ``lstm``/``np`` too
         when there are at most ``SINGLE_STEP_LSTM_ROWS`` rows. The whole-sequence kernels spend O(weights)
         per call before their first step (the recurrent weights reordered into their gate order and packed
-        into panels), which one step does not pay back: at T == 1 the fused path took 2-8x the cell's step
-        for the LSTM family, 0.9-1.6x for the GRU family and clockwork, and 1.6-2.8x torch's kernel for
-        rnn_tanh; torch's CPU LSTM took 1.1-1.8x the cell's step at B = 1-4 (docs/benchmarks.md, "Single
-        steps and short sequences"). From T = 2-4 (GRU family, clockwork, B = 64) or 16 (LSTM family,
-        B = 1) on, the fused path is the faster. ``gru``, ``rnn_tanh`` and ``rnn_relu``, whose fused path
+        into panels), which one step does not pay back: at T == 1, B = 1-16 the fused path took 1.1-2.0x
+        the cell's step (about 1.0x at B = 64) and 1.3-2.0x torch's kernel for gru and rnn_tanh; torch's
+        CPU LSTM took 1.3-2.4x the cell's step at B = 1-16 (session 8; docs/benchmarks.md, "Single steps
+        and short sequences"). From T = 2-4 on the fused path is the faster. ``gru``, ``rnn_tanh`` and ``rnn_relu``, whose fused path
         "auto" prefers on CPU, keep torch's kernel for calls of at most ``SHORT_CALL_STEPS`` steps and
         ``SHORT_CALL_ROWS`` rows, where it is the faster.
         """
