@@ -164,6 +164,14 @@ def test_native_gru_inference_in_one_op(cell, I, B, monkeypatch, two_threads):
     op = "gru_after_infer" if cell == "gru" else "gru_before_infer"
     real = getattr(native, op)
     monkeypatch.setattr(native, op, lambda *a, **k: calls.append(a[7]) or real(*a, **k))
+    _inference_equals_reference(ref, fast, I, B)
+    assert len(calls) == 2 * 2 * 4  # unpadded and padded x 2 dtypes x 2 layers x 2 directions
+    assert [len(bs) for bs in calls] == [0] * 8 + [9] * 8  # the padded calls get their batch sizes
+
+
+def _inference_equals_reference(ref, fast, I, B):
+    """No-grad calls of a one-layer-state cell (T = 9), unpadded and padded, float64 and float32, with the C++
+    kernels on: the fused module's outputs and final state equal the reference's."""
     torch.manual_seed(3)
     x = torch.randn(9, B, I, dtype=torch.float64)
     state = random_state(ref, B)
@@ -175,8 +183,6 @@ def test_native_gru_inference_in_one_op(cell, I, B, monkeypatch, two_threads):
                 o2, s2 = f(x.to(dt), state[0].to(dt), lengths=lengths)
             torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
             torch.testing.assert_close(s2, s1, rtol=tol, atol=tol)
-    assert len(calls) == 2 * 2 * 4  # unpadded and padded x 2 dtypes x 2 layers x 2 directions
-    assert [len(bs) for bs in calls] == [0] * 8 + [9] * 8  # the padded calls get their batch sizes
 
 
 # inference of the Elman cells and clockwork is one op a layer-direction (native.elman_infer), padded or not
@@ -186,17 +192,7 @@ def test_native_elman_inference_in_one_op(cell, monkeypatch):
     calls = []
     real = native.elman_infer
     monkeypatch.setattr(native, "elman_infer", lambda *a, **k: calls.append(1) or real(*a, **k))
-    torch.manual_seed(3)
-    x = torch.randn(9, 5, 5, dtype=torch.float64)
-    state = random_state(ref, 5)
-    for lengths in (None, torch.tensor([3, 9, 1, 9, 6])):
-        for dt, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
-            r, f = ref.to(dt), fast.to(dt)
-            with torch.no_grad(), native.using("on"):
-                o1, s1 = r(x.to(dt), state[0].to(dt), lengths=lengths)
-                o2, s2 = f(x.to(dt), state[0].to(dt), lengths=lengths)
-            torch.testing.assert_close(o2, o1, rtol=tol, atol=tol)
-            torch.testing.assert_close(s2, s1, rtol=tol, atol=tol)
+    _inference_equals_reference(ref, fast, 5, 5)
     assert len(calls) == 2 * 2 * 4  # unpadded and padded x 2 dtypes x 2 layers x 2 directions
 
 
