@@ -37,6 +37,7 @@ import re
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -305,7 +306,7 @@ def plot_rows(rows: list[dict], path: Path, title: str, target: float = 1.25, me
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("time (memory) over the torch reference's")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)  # long section titles on several lines
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = Path(path)
