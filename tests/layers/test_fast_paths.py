@@ -321,6 +321,25 @@ def test_random_configurations_auto_equals_reference(native_mode):
                 torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8, msg=lambda m: f"{where}: {m}")
 
 
+# a loss on the outputs alone or on the final state alone: the fused backward gets no gradient (None, not
+# materialized zeros) for the other, and for the gate buffer the GRU-before kernel returns last
+@pytest.mark.parametrize("native_mode", NATIVE_MODES)
+@pytest.mark.parametrize("cell", ["vanilla", "fgr", "gru", "gru_cho", "mut1", "mut3", "rnn_tanh", "clockwork"])
+def test_fused_gradients_of_outputs_alone_and_final_state_alone(cell, native_mode):
+    ref, fast = make_pair(cell, layers=1, bidirectional=False)
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4])
+    with native.using(native_mode):
+        for pick in (lambda o, s: o, lambda o, s: s[0]):
+            grads = []
+            for m in (ref, fast):
+                out, state = m(x, lengths=lengths)
+                loss = (pick(out, state if isinstance(state, tuple) else (state,)) ** 2).sum()
+                grads.append(torch.autograd.grad(loss, list(m.parameters())))
+            for a, b in zip(*grads):
+                torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("cell", ["vanilla", "cifg", "fgr", "gru_cho", "mut3", "clockwork"])
 def test_fused_full_length_no_grad_and_batch_first(cell):
     """No lengths, batch_first, one layer; and the no-grad (inference) path gives the same numbers."""

@@ -15,6 +15,7 @@ per call (autograd carries the casts' gradients back in float32).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -218,8 +219,12 @@ def _run_gru(cell, p, inp, s0, bs, lengths):
     w1, wz, wn, h0 = _cast(w1, dt), _cast(wz, dt), _cast(wn, dt), _cast(s0[0], dt)
     with _autocast_off(dev.type):
         if grad:
-            xw = proj(inp.reshape(-1, inp.shape[-1]))  # (T*B, 3H), a fresh tensor
-            out, hT, _ = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0)
+            x2 = inp.reshape(-1, inp.shape[-1])
+            if proj.tanh_in_kernel:  # MUT1, projected x: the kernel applies the n block's tanh and b_hh_n
+                xw, post, cfg = proj.linear(x2), proj.post_bias, replace(cfg, tanh_n=True)
+            else:
+                xw, post = proj(x2), None  # (T*B, 3H), a fresh tensor
+            out, hT, _ = GRUBeforeSequence.apply(cfg, bs, lengths, xw, w1, wz, wn, h0, post)
         else:
             out = gru_before_infer(cfg, bs, proj, inp, w1, wz, wn, h0)
             hT = _final(out, lengths)

@@ -152,6 +152,10 @@ class GRUBeforeConfig:
     H: int
     z_from: str  # "h" (gru_cho, mut2), "tanh_h" (mut3), "none" (mut1)
     keep_z: bool  # True: h = n + z (h_prev - n) (GRU); False: h = h_prev + z (n - h_prev) (MUT)
+    # MUT1 with a projected x (I != H): xw's n block is W_n x + b_ih_n, and GRUBeforeSequence forms its
+    # tanh(.) + b_hh_n itself (in place, its tanh kept for the backward), where autograd would copy the whole
+    # (T*B, 3H) projection twice and zero-fill it twice a backward for an in-place write into a view of it
+    tanh_n: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,19 +184,29 @@ class GRUBeforeProjection:
 
         return replace(self, weight=cast(self.weight), bias=cast(self.bias), post_bias=cast(self.post_bias))
 
+    @property
+    def tanh_in_kernel(self) -> bool:
+        """MUT1 with a projected x: the training kernel applies the n block's tanh and b_hh_n itself
+        (GRUBeforeConfig.tanh_n), so that the projection it gets (``linear``) is a plain GEMM."""
+        return self.tanh_identity and self.projected
+
+    def linear(self, x: Tensor) -> Tensor:
+        """x (N, I) -> (N, 3H): the projection's GEMM alone, a fresh tensor (``tanh_in_kernel``'s input)."""
+        return torch.addmm(self.bias, x, self.weight.t())
+
     def __call__(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """x (N, I) -> (N, 3H), a fresh tensor (the kernel works in it in place). ``out``: a (N, 3H)
-        buffer to fill (inference only: in-place ops)."""
+        buffer to fill (inference only: in-place ops). With ``tanh_in_kernel`` and autograd recording, use
+        ``linear`` and GRUBeforeConfig.tanh_n instead (a ValueError here)."""
         H = self.H
         if self.identity is None or self.projected:
+            if out is None and self.tanh_identity and torch.is_grad_enabled():
+                raise ValueError("GRUBeforeProjection: MUT1's projected n block under autograd goes through "
+                                 "linear() and GRUBeforeConfig.tanh_n (the kernel applies its tanh)")
             P = torch.addmm(self.bias, x, self.weight.t(), out=out) if out is not None else \
                 torch.addmm(self.bias, x, self.weight.t())
-            if self.tanh_identity:  # MUT1's n = tanh(W_n x + b_ih_n) + b_hh_n
-                n = P[..., 2 * H:]
-                if out is not None:
-                    n.tanh_().add_(self.post_bias)
-                else:  # tanh keeps its own output for autograd; P is the GEMM's, free to overwrite
-                    n.copy_(torch.tanh(n) + self.post_bias)
+            if self.tanh_identity:  # MUT1's n = tanh(W_n x + b_ih_n) + b_hh_n (no autograd here)
+                P[..., 2 * H:].tanh_().add_(self.post_bias)
             return P
         lin = torch.addmm(self.bias, x, self.weight.t())  # the two linear blocks
         ident = (torch.tanh(x) if self.tanh_identity else x) + self.post_bias
@@ -272,14 +286,22 @@ class GRUBeforeSequence(torch.autograd.Function):
     """gru_cho / MUT1-3 recurrence over a whole sequence; hand-written backward."""
 
     @staticmethod
-    def forward(ctx, cfg, bs, lengths, xw, w1, wz, wn, h0):
+    def forward(ctx, cfg, bs, lengths, xw, w1, wz, wn, h0, post=None):
         # xw (T, B, 3H), or (T*B, 3H) with h0 (B, H): the (fresh) input projection, which autograd does not
-        # let a Function returning several tensors modify in place when it is a view
+        # let a Function returning several tensors modify in place when it is a view. post: b_hh_n with
+        # cfg.tanh_n (MUT1, projected x), whose xw n block is then tanh'ed and biased here
+        TN = None
+        if cfg.tanh_n:
+            xn = xw.view(-1, xw.shape[-1])[:, 2 * cfg.H:]
+            TN = torch.tanh(xn)  # (T*B, H), kept for the backward
+            torch.add(TN, post, out=xn)
         res = gru_before_forward(cfg, bs, xw.view(-1, h0.shape[0], xw.shape[-1]), w1, wz, wn, h0, save=True)
         ctx.cfg, ctx.bs, ctx.lengths = cfg, bs, lengths
+        res["TN"] = TN
         stash(ctx, res)
         ctx.save_for_backward(w1, wz, wn)
         ctx.mark_dirty(xw)  # used in place as the gate buffer; returned last (callers drop it)
+        ctx.set_materialize_grads(False)  # (else autograd zero-fills a (T*B, 3H) gradient for that last output)
         ctx.xw_shape = xw.shape
         return res["H"], _finals(res["H"], lengths), xw
 
@@ -307,13 +329,20 @@ class GRUBeforeSequence(torch.autograd.Function):
             dh0.add_(g).addcmul_(g * th, th, value=-1)
         dxw = A
         flatA = A.reshape(-1, H3)
-        Hprev = torch.cat([h0.unsqueeze(0), Hout[:-1]], 0).reshape(-1, H)
-        dw1 = torch.mm(flatA[:, :k1].t(), Hprev)
+        dw1 = torch.mm(A[0, :, :k1].t(), h0)  # h_prev: h0, then the outputs (no concatenated copy)
+        if T > 1:
+            dw1.addmm_(A[1:].reshape(-1, H3)[:, :k1].t(), Hout[:-1].reshape(-1, H))
         dwz = None
         if cfg.z_from == "tanh_h":
             dwz = torch.mm(flatA[:, H:2 * H].t(), TH.reshape(-1, H))
         dwn = torch.mm(flatA[:, 2 * H:].t(), RH.reshape(-1, H))
-        return None, None, None, dxw.view(ctx.xw_shape), dw1, dwz, dwn, dh0
+        dpost = None
+        if cfg.tanh_n:  # n's input was tanh(xw_n) + b_hh_n: d/db_hh_n = da_n, d/dxw_n = da_n (1 - tanh^2)
+            da_n = flatA[:, 2 * H:]
+            dpost = da_n.sum(0)
+            TN = bufs["TN"]
+            da_n.mul_(TN.mul_(TN).neg_().add_(1))
+        return None, None, None, dxw.view(ctx.xw_shape), dw1, dwz, dwn, dh0, dpost
 
 
 def _before_backward_steps(cfg, bs, A, DH, dh0, Hout, h0, w1, wz, TH, wn):
