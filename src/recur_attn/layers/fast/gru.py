@@ -35,7 +35,9 @@ def gru_after_forward(bs, inp, wih, bias, whh, bhn, h0, save: bool):
     """inp (T, B, I); wih (3H, I); bias = b_ih + [b_hr, b_hz, 0]; whh (3H, H); bhn = b_hn (H,).
 
     The input projection of all steps is one GEMM whose rows become the gate activations in
-    place; gh = W_hh h (+ b_hn on its n block) per step as nn.GRU.
+    place; gh = W_hh h (+ b_hn on its n block) per step as nn.GRU. With ``save``, GN (T, B, H) keeps
+    gh_n + b_hn for the backward (which overwrites it with da_n r, W_hn's gradient rows; W_hr's and
+    W_hz's are A's, da_r and da_z).
     """
     T, B = inp.shape[0], inp.shape[1]
     H3 = whh.shape[0]
@@ -45,28 +47,30 @@ def gru_after_forward(bs, inp, wih, bias, whh, bhn, h0, save: bool):
     P = torch.addmm(bias, inp.reshape(T * B, -1), wih.t())  # (T*B, 3H)
     A = P.view(T, B, H3)
     Hout = alloc(T, B, H, device=dev, dtype=dt)
+    GN = alloc(T, B, H, device=dev, dtype=dt) if save else None
     whh_t = whh.t()
     if native.fused_loops_for(inp):  # the loop in C++, its GEMM fused with the step (CPU, float32/float64)
-        GH = alloc(T, B, H3, device=dev, dtype=dt) if save else None
-        native.gru_after_forward_loop(A, GH, whh_t, bhn, Hout, h0, bs or [])
-        return {"P": P, "GH": GH, "H": Hout, "h0": h0}
-    GH = alloc(T, B, H3, device=dev, dtype=dt) if save else torch.empty(B, H3, device=dev, dtype=dt)
+        native.gru_after_forward_loop(A, GN, whh_t, bhn, Hout, h0, bs or [])
+        return {"P": P, "GN": GN, "H": Hout, "h0": h0}
+    GH = torch.empty(B, H3, device=dev, dtype=dt)
     h_prev = h0
     for t in range(T):
         b = B if bs is None else bs[t]
         a = A[t, :b]
-        gh = GH[t, :b] if save else GH[:b]
+        gh = GH[:b]
         hp = h_prev[:b]
         torch.mm(hp, whh_t, out=gh)  # (b, 3H)
-        gh[:, 2 * H:].add_(bhn)
+        ghn = gh[:, 2 * H:].add_(bhn)
+        if save:
+            GN[t, :b] = ghn
         a[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()  # r, z
         n = a[:, 2 * H:]
-        tanh_(n.addcmul_(a[:, :H], gh[:, 2 * H:]))
+        tanh_(n.addcmul_(a[:, :H], ghn))
         h = Hout[t, :b]
         torch.sub(hp, n, out=h)
         h.mul_(a[:, H:2 * H]).add_(n)  # h = n + z (h_prev - n)
         h_prev = Hout[t]
-    return {"P": P, "GH": GH, "H": Hout, "h0": h0}
+    return {"P": P, "GN": GN, "H": Hout, "h0": h0}
 
 
 class GRUAfterSequence(torch.autograd.Function):
@@ -85,45 +89,50 @@ class GRUAfterSequence(torch.autograd.Function):
     def backward(ctx, dout, dhT):
         inp, wih, whh = ctx.saved_tensors
         bs, lengths, bufs = ctx.bs, ctx.lengths, take(ctx, "GRU")
-        GH, Hout, h0 = bufs["GH"], bufs["H"], bufs["h0"]
-        T, B, H3 = GH.shape
+        GN, Hout, h0 = bufs["GN"], bufs["H"], bufs["h0"]
+        T, B, H = GN.shape
+        H3 = 3 * H
         A = bufs["P"].view(T, B, H3)
-        H = H3 // 3
         dev, dt = A.device, A.dtype
         DH = _dh_buffer(dout, dhT, lengths, T, B, H, dev, dt)
         dh0 = torch.zeros(B, H, device=dev, dtype=dt)
         if native.fused_loops_for(A):  # the same loop in C++ (CPU, float32/float64)
-            native.gru_after_backward_loop(A, GH, DH, dh0, Hout, h0.contiguous(), whh, bs or [])
+            native.gru_after_backward_loop(A, GN, DH, dh0, Hout, h0.contiguous(), whh, bs or [])
         else:
-            _after_backward_steps(bs, A, GH, DH, dh0, Hout, h0, whh)
-        dh0.addmm_(GH[0], whh)
-        dxw = A
-        dGH = GH
-        dwhh = torch.mm(dGH[0].t(), h0)
+            _after_backward_steps(bs, A, GN, DH, dh0, Hout, h0, whh)
+        # W_hh's gradient rows: [da_r, da_z] (A's first 2H columns) and da_n r (GN), against h_prev
+        w_rz, w_n = whh[:2 * H], whh[2 * H:]
+        dh0.addmm_(A[0, :, :2 * H], w_rz).addmm_(GN[0], w_n)
+        dwhh = torch.empty_like(whh)
+        torch.mm(A[0, :, :2 * H].t(), h0, out=dwhh[:2 * H])
+        torch.mm(GN[0].t(), h0, out=dwhh[2 * H:])
         if T > 1:
-            dwhh.addmm_(dGH[1:].reshape(-1, H3).t(), Hout[:-1].reshape(-1, H))
-        dbhn = dGH[..., 2 * H:].sum((0, 1))
-        dP = dxw.view(T * B, H3)
+            hprev = Hout[:-1].reshape(-1, H)
+            dwhh[:2 * H].addmm_(A[1:].reshape(-1, H3)[:, :2 * H].t(), hprev)
+            dwhh[2 * H:].addmm_(GN[1:].reshape(-1, H).t(), hprev)
+        dbhn = GN.sum((0, 1))
+        dP = A.view(T * B, H3)
         dinp = torch.mm(dP, wih).view(inp.shape) if ctx.needs_input_grad[2] else None
         dwih = torch.mm(dP.t(), inp.reshape(T * B, -1)) if ctx.needs_input_grad[3] else None
         dbias = dP.sum(0) if ctx.needs_input_grad[4] else None
         return None, None, dinp, dwih, dbias, dwhh, dbhn, dh0
 
 
-def _after_backward_steps(bs, A, GH, DH, dh0, Hout, h0, whh):
+def _after_backward_steps(bs, A, GN, DH, dh0, Hout, h0, whh):
     """The backward step loop of GRUAfterSequence with torch ops (CUDA, other dtypes, or CPU without the C++
-    kernels): A becomes the pre-activation gradients, GH [da_r, da_z, da_n r], DH[t-1] and dh0 receive the
-    gradients that reach h_{t-1}."""
+    kernels): A becomes the pre-activation gradients [da_r, da_z, da_n], GN (gh_n + b_hn in) da_n r,
+    DH[t-1] and dh0 receive the gradients that reach h_{t-1}."""
     B, H3 = A.shape[1], A.shape[2]
     H = H3 // 3
     dev, dt = A.device, A.dtype
+    w_rz, w_n = whh[:2 * H], whh[2 * H:]
     t1 = torch.empty(B, H, device=dev, dtype=dt)
     t2 = torch.empty(B, H, device=dev, dtype=dt)
     for t, b, b1 in backward_step_rows(A, bs):
         dh = DH[t, :b]
-        if b1:
-            dh[:b1].addmm_(GH[t + 1, :b1], whh)  # + dgh_{t+1} W_hh
-        a, gh = A[t, :b], GH[t, :b]
+        if b1:  # + dgh_{t+1} W_hh, dgh = [da_r, da_z, da_n r]
+            dh[:b1].addmm_(A[t + 1, :b1, :2 * H], w_rz).addmm_(GN[t + 1, :b1], w_n)
+        a, gn = A[t, :b], GN[t, :b]
         r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
         hp = h0[:b] if t == 0 else Hout[t - 1, :b]
         dprev = dh0[:b] if t == 0 else DH[t - 1, :b]
@@ -134,16 +143,13 @@ def _after_backward_steps(bs, A, GH, DH, dh0, Hout, h0, whh):
         # da_n = dn (1 - n^2), over n
         torch.mul(n, n, out=t2[:b])
         torch.addcmul(dn, dn, t2[:b], value=-1, out=n)
-        # dr = da_n * hn ; dgh_n = da_n * r
-        hn = gh[:, 2 * H:]
-        hn.mul_(n)  # = dr (hn no longer needed)
-        torch.mul(n, r, out=t2[:b])  # dgh_n
+        # dr = da_n gh_n; dgh_n = da_n r (into GN, whose gh_n is then read)
+        torch.mul(n, gn, out=t2[:b])
+        torch.mul(n, r, out=gn)
         rz = a[:, :2 * H]
         torch.addcmul(rz, rz, rz, value=-1, out=rz)  # r (1 - r), z (1 - z)
-        r.mul_(hn)
+        r.mul_(t2[:b])
         z.mul_(dz)
-        gh[:, :2 * H].copy_(rz)
-        hn.copy_(t2[:b])
 
 
 # ============================================================ reset before the matmul

@@ -264,12 +264,12 @@ def gru_before_forward_loop(A: Tensor, w1_t: Tensor, wz_t: Tensor | None, wn_t: 
     torch.ops.recur_attn_native.gru_before_forward_loop(A, w1_t, wz_t, wn_t, RH, save, TH, Hout, h0, bs, keep_z)
 
 
-def gru_after_forward_loop(A: Tensor, GH: Tensor | None, whh_t: Tensor, bhn: Tensor, Hout: Tensor, h0: Tensor,
+def gru_after_forward_loop(A: Tensor, GN: Tensor | None, whh_t: Tensor, bhn: Tensor, Hout: Tensor, h0: Tensor,
                            bs: list[int]) -> None:
     """The forward loop of :func:`..gru.gru_after_forward` (nn.GRU's form) in C++, float32/float64: A (T, B, 3H),
-    the input projection, becomes r, z, n; GH (saved for the backward, else None) receives gh_n + b_hn in its n
-    block; the recurrent GEMM fused with the step (see csrc/pointwise.cpp)."""
-    torch.ops.recur_attn_native.gru_after_forward_loop(A, GH, whh_t, bhn, Hout, h0, bs)
+    the input projection, becomes r, z, n; GN (T, B, H; saved for the backward, else None) receives gh_n + b_hn;
+    the recurrent GEMM fused with the step (see csrc/pointwise.cpp)."""
+    torch.ops.recur_attn_native.gru_after_forward_loop(A, GN, whh_t, bhn, Hout, h0, bs)
 
 
 def gru_after_infer(x: Tensor, wih: Tensor, bias_ih: Tensor, bias_hh: Tensor, whh: Tensor, h0: Tensor, tc: int,
@@ -291,12 +291,12 @@ def gru_before_infer(x: Tensor, proj, w1: Tensor, wz: Tensor | None, wn: Tensor,
                                                         bs, keep_z)
 
 
-def gru_after_backward_loop(A: Tensor, GH: Tensor, DH: Tensor, dh0: Tensor, Hout: Tensor, h0: Tensor, whh: Tensor,
+def gru_after_backward_loop(A: Tensor, GN: Tensor, DH: Tensor, dh0: Tensor, Hout: Tensor, h0: Tensor, whh: Tensor,
                             bs: list[int]) -> None:
     """The backward step loop of :class:`..gru.GRUAfterSequence` in C++, float32/float64: A becomes the
-    pre-activation gradients, GH [da_r, da_z, da_n r] (W_hh's), DH is overwritten, dh0 receives step 0's direct
-    gradient (the caller adds its GEMM term)."""
-    torch.ops.recur_attn_native.gru_after_backward_loop(A, GH, DH, dh0, Hout, h0, whh, bs)
+    pre-activation gradients [da_r, da_z, da_n], GN (gh_n in) da_n r (W_hn's gradient rows), DH is overwritten,
+    dh0 receives step 0's direct gradient (the caller adds its GEMM terms)."""
+    torch.ops.recur_attn_native.gru_after_backward_loop(A, GN, DH, dh0, Hout, h0, whh, bs)
 
 
 def lstm_backward_loop(A: Tensor, C: Tensor, TC: Tensor | None, DH: Tensor, dc_a: Tensor, dc_b: Tensor,

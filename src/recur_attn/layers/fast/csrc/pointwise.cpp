@@ -1434,13 +1434,14 @@ void lstm_backward_loop(at::Tensor A, const at::Tensor& C, const c10::optional<a
 // thread owns its rows). Forward, W_hh^T packed as 3 blocks [r, z, n] of H units, tiles of 8 rows x 3 vectors, the
 // epilogue seeing a unit's three gates (gh = h_prev W_hh^T, a: the input projection with b_ih + [b_hr, b_hz, 0]):
 //   r = sigma(a_r + gh_r), z = sigma(a_z + gh_z), gh_n += b_hn, n = tanh(a_n + r gh_n), h = n + z (h_prev - n)
-// A (T, B, 3H) becomes r, z, n; GH (T, B, 3H), when saved, receives gh_n in its n block (the backward's).
-// Backward, dgh = [da_r, da_z, da_n r] of step t+1 times W_hh (3H, H), output units h's:
+// A (T, B, 3H) becomes r, z, n; GN (T, B, H), when saved, receives gh_n (the backward's).
+// Backward, dgh = [da_r, da_z, da_n r] of step t+1 times W_hh (3H, H), output units h's: its first 2H columns
+// are A's (W_hr, W_hz packed with K = 2H), its last H are GN's (W_hn, K = H), two passes:
 //   dh = DH[t] + dgh_{t+1} W_hh; dz = dh (h_prev - n); dprev += dh z; da_n = dh (1 - z) (1 - n^2);
 //   da_r = da_n gh_n r (1 - r); da_z = dz z (1 - z)
-// A becomes [da_r, da_z, da_n] and GH [da_r, da_z, da_n r]; rows past their end zero in both.
+// A becomes [da_r, da_z, da_n] and GN da_n r (W_hn's gradient rows); rows past their end zero in both.
 template <typename T>
-void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GH, const at::Tensor& whh_t,
+void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GN, const at::Tensor& whh_t,
                             const at::Tensor& bhn, at::Tensor& Hout, const at::Tensor& h0, at::IntArrayRef bs,
                             const T* packed_in = nullptr) {  // packed_in: W_hh^T already packed (gru_after_infer)
   constexpr int L = Vec<T>::L;
@@ -1453,12 +1454,12 @@ void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GH, 
   std::copy(bhc.data_ptr<T>(), bhc.data_ptr<T>() + H, bn.begin());
   const at::Tensor h0c = h0.contiguous();
   T* Ap = A.data_ptr<T>();
-  T* Gp = GH.has_value() ? GH->data_ptr<T>() : nullptr;
+  T* Gp = GN.has_value() ? GN->data_ptr<T>() : nullptr;
   T* Hp = Hout.data_ptr<T>();
   step_loop<T>(T_, B, H, 3 * H * H * int64_t(sizeof(T)), false, true, [&](int64_t t, int64_t j, int64_t nj) {
     const int64_t b = bs.empty() ? B : bs[t];
     T* a = Ap + t * B * 3 * H;
-    T* gh = Gp ? Gp + t * B * 3 * H : nullptr;
+    T* gn = Gp ? Gp + t * B * H : nullptr;
     const T* hp = t == 0 ? h0c.data_ptr<T>() : Hp + (t - 1) * B * H;
     T* ht = Hp + t * B * H;
     auto epi = [&](int64_t r, int64_t u0, int64_t U, const T* tile) {
@@ -1466,7 +1467,7 @@ void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GH, 
       T *az = ar + H, *an = ar + 2 * H;
       const T* hv = hp + r * H + u0;
       T* h = ht + r * H + u0;
-      T* g = gh ? gh + r * 3 * H + 2 * H + u0 : nullptr;
+      T* g = gn ? gn + r * H + u0 : nullptr;
       if constexpr (std::is_same<T, float>::value) {
         if (U == L) {
           const v16f ghn = ld16(tile + 2 * L) + ld16(bn.data() + u0);
@@ -1495,15 +1496,16 @@ void gru_after_forward_impl(at::Tensor& A, const c10::optional<at::Tensor>& GH, 
 }
 
 template <typename T>
-void gru_after_backward_impl(at::Tensor& A, at::Tensor& GH, at::Tensor& DH, at::Tensor& dh0, const at::Tensor& Hout,
+void gru_after_backward_impl(at::Tensor& A, at::Tensor& GN, at::Tensor& DH, at::Tensor& dh0, const at::Tensor& Hout,
                              const at::Tensor& h0, const at::Tensor& whh, at::IntArrayRef bs) {
   const int64_t T_ = A.size(0), B = A.size(1), H = DH.size(2);
   const int NB = gemv_blocks(H);
   const int64_t Hs = H / NB;
-  const at::Tensor packed_t = pack_recurrent<T>(whh, NB, Hs);
-  const T* packed = packed_t.data_ptr<T>();
+  const at::Tensor prz_t = pack_recurrent<T>(whh.narrow(0, 0, 2 * H), NB, Hs, 0);  // (K = 2H: da_r, da_z)
+  const at::Tensor pn_t = pack_recurrent<T>(whh.narrow(0, 2 * H, H), NB, Hs, 1);   // (K = H: da_n r)
+  const T *prz = prz_t.data_ptr<T>(), *pn = pn_t.data_ptr<T>();
   T* Ap = A.data_ptr<T>();
-  T* Gp = GH.data_ptr<T>();
+  T* Gp = GN.data_ptr<T>();
   T* D = DH.data_ptr<T>();
   T* D0 = dh0.data_ptr<T>();
   const T* Hp = Hout.data_ptr<T>();
@@ -1512,36 +1514,45 @@ void gru_after_backward_impl(at::Tensor& A, at::Tensor& GH, at::Tensor& DH, at::
     const int64_t b = bs.empty() ? B : bs[t];
     const int64_t b1 = t == T_ - 1 ? 0 : (bs.empty() ? B : bs[t + 1]);
     T* a = Ap + t * B * 3 * H;
-    T* gh = Gp + t * B * 3 * H;
-    const T* lhs = Gp + (t + 1 < T_ ? t + 1 : t) * B * 3 * H;  // dgh_{t+1}
+    T* gn = Gp + t * B * H;
+    const int64_t t1 = t + 1 < T_ ? t + 1 : t;  // step t+1's gradients (rows below b1 only)
+    const T *an = Ap + t1 * B * 3 * H, *gn1 = Gp + t1 * B * H;
     T* dt = D + t * B * H;
     T* dprev = t == 0 ? D0 : D + (t - 1) * B * H;
     const T* hp = t == 0 ? H0 : Hp + (t - 1) * B * H;
     rows_past(b, B, j, nj, [&](int64_t r) {  // no gradient
       std::fill(a + r * 3 * H, a + (r + 1) * 3 * H, T(0));
-      std::fill(gh + r * 3 * H, gh + (r + 1) * 3 * H, T(0));
+      std::fill(gn + r * H, gn + (r + 1) * H, T(0));
     });
-    auto epi = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {
+    auto add_n = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {  // dh += (da_n r)_{t+1} W_hn
+      T* d = dt + r * H + o0;
+      for (int64_t k = 0; k < U; ++k) d[k] += tile[k];
+    };
+    auto epi = [&](int64_t r, int64_t o0, int64_t U, const T* tile) {  // + [da_r, da_z]_{t+1} [W_hr; W_hz]
       T* ar = a + r * 3 * H + o0;
-      T *az = ar + H, *an = ar + 2 * H;
-      T* gr = gh + r * 3 * H + o0;
+      T *az = ar + H, *an_ = ar + 2 * H;
+      T* g = gn + r * H + o0;
       const T* d = dt + r * H + o0;
       const T* hv = hp + r * H + o0;
       T* dp = dprev + r * H + o0;
       for (int64_t k = 0; k < U; ++k) {
-        const T dv = tile ? d[k] + tile[k] : d[k], rv = ar[k], zv = az[k], nv = an[k], ghn = gr[2 * H + k];
+        const T dv = tile ? d[k] + tile[k] : d[k], rv = ar[k], zv = az[k], nv = an_[k], ghn = g[k];
         const T dz = dv * (hv[k] - nv);
         dp[k] += dv * zv;
         const T dan = dv * (T(1) - zv) * (T(1) - nv * nv);
-        const T dar = dan * ghn * rv * (T(1) - rv), daz = dz * zv * (T(1) - zv);
-        ar[k] = dar, az[k] = daz, an[k] = dan;
-        gr[k] = dar, gr[H + k] = daz, gr[2 * H + k] = dan * rv;
+        ar[k] = dan * ghn * rv * (T(1) - rv), az[k] = dz * zv * (T(1) - zv), an_[k] = dan;
+        g[k] = dan * rv;
       }
     };
     step_panels<T>(Hs, b * Vec<T>::L * 3 * H * NB, j, nj, [&](int64_t p0, int64_t p1, int64_t jj, int64_t nn) {
-      const int64_t K = b1 ? 3 * H : 0;
-      if (NB == 4) gemv_tiles<T, 4>(packed, 3 * H, Hs, lhs, 3 * H, K, b, b1, p0, p1, jj, nn, epi);
-      else gemv_tiles<T, 1>(packed, 3 * H, Hs, lhs, 3 * H, K, b, b1, p0, p1, jj, nn, epi);
+      const int64_t K = b1 ? 2 * H : 0;
+      if (NB == 4) {
+        if (b1) gemv_tiles<T, 4>(pn, H, Hs, gn1, H, H, b1, b1, p0, p1, jj, nn, add_n);
+        gemv_tiles<T, 4>(prz, 2 * H, Hs, an, 3 * H, K, b, b1, p0, p1, jj, nn, epi);
+      } else {
+        if (b1) gemv_tiles<T, 1>(pn, H, Hs, gn1, H, H, b1, b1, p0, p1, jj, nn, add_n);
+        gemv_tiles<T, 1>(prz, 2 * H, Hs, an, 3 * H, K, b, b1, p0, p1, jj, nn, epi);
+      }
     });
   }, [](int64_t) {});
 }
@@ -1553,29 +1564,29 @@ void check_gru_after(const at::Tensor& A, const at::Tensor& W, int64_t H, const 
   TORCH_CHECK(W.scalar_type() == A.scalar_type() && W.numel() == 3 * H * H, what, ": W_hh (3H, H) in A's dtype");
 }
 
-void gru_after_forward_loop(at::Tensor A, const c10::optional<at::Tensor>& GH, const at::Tensor& whh_t,
+void gru_after_forward_loop(at::Tensor A, const c10::optional<at::Tensor>& GN, const at::Tensor& whh_t,
                             const at::Tensor& bhn, at::Tensor Hout, const at::Tensor& h0, at::IntArrayRef bs) {
   const int64_t H = Hout.size(2);
   check_gru_after(A, whh_t, H, "gru_after_forward_loop");
-  TORCH_CHECK(Hout.is_contiguous() && (!GH.has_value() || (GH->is_contiguous() && GH->sizes() == A.sizes())),
-              "gru_after_forward_loop: contiguous Hout (T, B, H) and GH like A");
+  TORCH_CHECK(Hout.is_contiguous() && (!GN.has_value() || (GN->is_contiguous() && GN->sizes() == Hout.sizes() &&
+              GN->scalar_type() == A.scalar_type())), "gru_after_forward_loop: contiguous Hout and GN (T, B, H)");
   TORCH_CHECK(bs.empty() || int64_t(bs.size()) == A.size(0), "gru_after_forward_loop: bs must have T entries");
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gru_after_forward_loop",
-                             [&] { gru_after_forward_impl<scalar_t>(A, GH, whh_t, bhn, Hout, h0, bs); });
+                             [&] { gru_after_forward_impl<scalar_t>(A, GN, whh_t, bhn, Hout, h0, bs); });
 }
 
-void gru_after_backward_loop(at::Tensor A, at::Tensor GH, at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout,
+void gru_after_backward_loop(at::Tensor A, at::Tensor GN, at::Tensor DH, at::Tensor dh0, const at::Tensor& Hout,
                              const at::Tensor& h0, const at::Tensor& whh, at::IntArrayRef bs) {
   const int64_t H = DH.size(2);
   check_gru_after(A, whh, H, "gru_after_backward_loop");
-  for (const at::Tensor& t : {GH, DH, dh0, Hout, h0})
-    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == A.scalar_type(), "gru_after_backward_loop: GH, DH, dh0, "
+  for (const at::Tensor& t : {GN, DH, dh0, Hout, h0})
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == A.scalar_type(), "gru_after_backward_loop: GN, DH, dh0, "
                 "Hout and h0 contiguous, of A's dtype");
-  TORCH_CHECK(GH.sizes() == A.sizes() && DH.size(0) == A.size(0) && DH.size(1) == A.size(1) &&
-              dh0.size(0) == A.size(1), "gru_after_backward_loop: A and GH (T, B, 3H), DH (T, B, H), dh0 (B, H)");
+  TORCH_CHECK(GN.sizes() == DH.sizes() && DH.size(0) == A.size(0) && DH.size(1) == A.size(1) &&
+              dh0.size(0) == A.size(1), "gru_after_backward_loop: A (T, B, 3H), GN and DH (T, B, H), dh0 (B, H)");
   TORCH_CHECK(bs.empty() || int64_t(bs.size()) == A.size(0), "gru_after_backward_loop: bs must have T entries");
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gru_after_backward_loop",
-                             [&] { gru_after_backward_impl<scalar_t>(A, GH, DH, dh0, Hout, h0, whh, bs); });
+                             [&] { gru_after_backward_impl<scalar_t>(A, GN, DH, dh0, Hout, h0, whh, bs); });
 }
 
 // ---------------------------------------------------------------- GRU family, reset before the matmul
@@ -2309,10 +2320,10 @@ TORCH_LIBRARY(recur_attn_native, m) {
       "gru_before_infer(Tensor x, Tensor wp, Tensor bp, int ident, bool projected, bool tanh_ident, Tensor? post, "
       "Tensor w1, Tensor? wz, Tensor wn, Tensor h0, int tc, int[] bs, bool keep_z) -> Tensor[]");
   m.def(
-      "gru_after_forward_loop(Tensor(a!) A, Tensor(b!)? GH, Tensor whh_t, Tensor bhn, Tensor(c!) Hout, Tensor h0, "
+      "gru_after_forward_loop(Tensor(a!) A, Tensor(b!)? GN, Tensor whh_t, Tensor bhn, Tensor(c!) Hout, Tensor h0, "
       "int[] bs) -> ()");
   m.def(
-      "gru_after_backward_loop(Tensor(a!) A, Tensor(b!) GH, Tensor(c!) DH, Tensor(d!) dh0, Tensor Hout, Tensor h0, "
+      "gru_after_backward_loop(Tensor(a!) A, Tensor(b!) GN, Tensor(c!) DH, Tensor(d!) dh0, Tensor Hout, Tensor h0, "
       "Tensor whh, int[] bs) -> ()");
   m.def(
       "elman_backward_loop(Tensor(a!) DH, Tensor(b!) dh0, Tensor Hout, Tensor whh, int[] units, int[] bs, bool relu) "
