@@ -1651,25 +1651,30 @@ void gru_out_impl(at::Tensor& a, const at::Tensor& hp, at::Tensor& h, bool keep_
   });
 }
 
-// x = sigma(x + tile) for U values (a full vector of floats in registers)
+// x = sigma(x) for U values (a full vector of floats in registers, else sigmoid_)
+template <typename T>
+inline void sigmoid_units(T* x, int64_t U) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (U == Vec<T>::L) return st16(x, sigmoid_v16(ld16(x)));
+  }
+  sigmoid_(x, U);
+}
+
+// x = sigma(x + tile) for U values (a full vector of floats in registers, without a pass through memory)
 template <typename T>
 inline void sigmoid_add(T* x, const T* tile, int64_t U) {
   if constexpr (std::is_same<T, float>::value) {
     if (U == Vec<T>::L) return st16(x, sigmoid_v16(ld16(x) + ld16(tile)));
   }
-  for (int64_t k = 0; k < U; ++k) x[k] = T(0.5) + T(0.5) * std::tanh(T(0.5) * (x[k] + tile[k]));
+  for (int64_t k = 0; k < U; ++k) x[k] += tile[k];
+  sigmoid_(x, U);
 }
 
-// Runs f(r) for the rows j, j + nj, ... below b (nj == 0: all rows below b, in parallel)
-template <typename F>
+// Runs f(r) for the rows j, j + nj, ... below b (nj == 0: all rows below b, in parallel: for_rows)
+template <typename T, typename F>
 void each_row(int64_t b, int64_t width, int64_t j, int64_t nj, const F& f) {
-  if (nj > 0) {
-    for (int64_t r = j; r < b; r += nj) f(r);
-    return;
-  }
-  at::parallel_for(0, b, std::max<int64_t>(1, 8192 / std::max<int64_t>(width, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) f(r);
-  });
+  if (nj == 0) return for_rows<T>(b, width, 0, [&](int64_t r, T*) { f(r); });
+  for (int64_t r = j; r < b; r += nj) f(r);
 }
 
 // W1^T, Wz^T (MUT3; else undefined) and Wn^T packed for gru_before_forward_fused (workspace slots 0, 2, 1)
@@ -1716,7 +1721,7 @@ void gru_before_forward_fused(at::Tensor& A, const at::Tensor& w1_t, const c10::
     T* th = mut3 ? THp + (save ? t * B * H : 0) : nullptr;
     T* ht = Hp + t * B * H;
     if (mut3)  // z reads tanh(h_prev)
-      each_row(b, H, j, nj, [&](int64_t r) {
+      each_row<T>(b, H, j, nj, [&](int64_t r) {
         for (int64_t k = 0; k < H; ++k) th[r * H + k] = std::tanh(hp[r * H + k]);
       });
     // phase 1: r (and z) = sigma(a + h_prev W1^T (+ th Wz^T)); rh = r * h_prev
@@ -1741,10 +1746,7 @@ void gru_before_forward_fused(at::Tensor& A, const at::Tensor& w1_t, const c10::
       T* z = a + r * sa + H + o0;
       const T* hv = hp + r * H + o0;
       T* h = ht + r * H + o0;
-      if (z_plain) {
-        static const T zero[Vec<T>::L] = {};
-        sigmoid_add(z, zero, U);
-      }
+      if (z_plain) sigmoid_units(z, U);
       if constexpr (std::is_same<T, float>::value) {
         if (U == Vec<T>::L) {
           const v16f nv = tanh_v16(ld16(n) + ld16(tile)), zv = ld16(z), hpv = ld16(hv);
