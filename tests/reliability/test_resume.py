@@ -75,6 +75,20 @@ def test_resume_after_validation_checkpoint_is_exact(tmp_path_factory):
     assert all(torch.equal(ref_weights[k], weights[k]) for k in ref_weights)
 
 
+def test_best_so_far_metric_survives_a_resume(tmp_path_factory):
+    """A learning rate that makes the loss grow: the best validation loss (step 4) comes before the crash
+    (step 7), so a resumed run that forgot it would report a later, worse one as val/loss_best."""
+    overrides = RESUME + ["model.optimizer.lr=30.0"]
+    ref, _, _ = run_train(tmp_path_factory.mktemp("ref_lr30"), overrides)
+    assert ref["val/loss_best"] < ref["val/loss"]  # the best is an early one
+    out = tmp_path_factory.mktemp("crash_lr30")
+    with pytest.raises(Crash):
+        run_train(out, overrides, [CrashAt(7)])
+    assert "val_loss_best" in torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["best_metrics"]
+    metrics, _, _ = run_train(out, overrides + ["ckpt_path=last"])
+    assert metrics == ref
+
+
 # ---- a real SIGKILL -----------------------------------------------------------------------
 def _cmd(run_dir: Path, extra: list[str]) -> list[str]:
     over = [o for o in RESUME if not o.startswith(("trainer.max_steps", "callbacks.step_checkpoint"))]

@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from recur_attn.data.base import SplitDataModule
+from recur_attn.data.resumable import ResumableDataLoader
 
 LOWEST_PITCH = 21  # A0
 HIGHEST_PITCH = 108  # C8
@@ -148,13 +149,14 @@ class PianoRollDataModule(SplitDataModule):
 
     split_names = ("train", "valid", "test")
 
-    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False, seed: int = 0) -> None:
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.seed = seed  # the training loader's shuffle (a generator of its own: exact mid-epoch resume)
         self.splits: dict[str, PianoRollDataset] | None = None
 
     @property
@@ -171,10 +173,12 @@ class PianoRollDataModule(SplitDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(
+        loader_cls = ResumableDataLoader if shuffle else DataLoader  # exact mid-epoch resume
+        return loader_cls(
             self.splits[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed + 1) if shuffle else None,
             collate_fn=collate_rolls,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -189,6 +193,7 @@ class JSBChoralesDataModule(PianoRollDataModule):
       data_dir: folder holding ``jsb-chorales-quarter.json``; when the file is not
         there, the repository's own copy (``data/``) is read.
       path: an explicit JSON file (overrides data_dir).
+      seed: the training loader's shuffle (its own generator, so that a resumed run sees the same batches).
     """
 
     def __init__(
@@ -198,8 +203,9 @@ class JSBChoralesDataModule(PianoRollDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
+        seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, seed)
         self.path = self.resolve_path(data_dir, path)
 
     @staticmethod
@@ -255,12 +261,11 @@ class Music21ChoralesDataModule(PianoRollDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, seed)
         if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
             raise ValueError(f"split must be three positive fractions summing to 1, got {list(split)}")
         self.cache_path = Path(cache_dir) / self.CACHE_NAME
         self.split_fractions = tuple(float(f) for f in split)
-        self.seed = seed
 
     def parse_corpus(self) -> list[Tensor]:
         try:

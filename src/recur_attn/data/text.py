@@ -24,7 +24,9 @@ Batch k (a dict)::
     y      (B, T) long   next-character ids, -100 where padding (ignored)
     reset  (B,)   bool   True where the row's state must be zeroed before this chunk
 
-The loader yields the batches in order, unshuffled, one per step.
+The loader yields the batches in order, unshuffled, one per step; the training loader is a
+:class:`~recur_attn.data.resumable.ResumableDataLoader`, so that a run resumed mid-epoch
+continues at the next chunk (with the carried state the task keeps in its checkpoints).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from recur_attn.data.resumable import ResumableDataLoader
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "val", "test")
@@ -267,8 +271,14 @@ class CharTextDataModule(pl.LightningDataModule):
         self.setup()
         if not self._batches[split]:
             raise ValueError(f"the {split} split is empty: raise its fraction in `split`")
-        return DataLoader(ChunkDataset(self._batches[split]), batch_size=None, shuffle=False,
-                          num_workers=self.num_workers)
+        if split != "train":
+            return DataLoader(ChunkDataset(self._batches[split]), batch_size=None, shuffle=False,
+                              num_workers=self.num_workers)
+        # training: resumes at the exact batch (the task carries the streams' state in its checkpoints). The
+        # order is fixed; the generator only gives each epoch's iterator its base seed, which it would
+        # otherwise draw from the global RNG -- once more in a run resumed after an epoch's last batch
+        return ResumableDataLoader(ChunkDataset(self._batches[split]), batch_size=None, shuffle=False,
+                                   generator=torch.Generator().manual_seed(0), num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -160,10 +160,12 @@ class CaptioningTask(BaseTask):
             self.image_info = {"image_size": int(dm.image_size), "mean": list(dm.mean), "std": list(dm.std)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         net = getattr(self.net, "_orig_mod", self.net)
         checkpoint["captioning"] = {"net_config": dict(net.config), "itos": self.itos, **self.image_info}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         info = checkpoint.get("captioning") or {}
         self.itos = info.get("itos", self.itos)
 

@@ -6,7 +6,8 @@ of the previous one. The task keeps one recurrent state per split; before each
 batch it zeroes the rows flagged ``reset`` (a new document or a new stream),
 feeds the state to the net, and keeps the final state *detached* for the next
 batch: gradients flow within a chunk of T steps only (truncated BPTT). The
-state starts from zero at every epoch.
+state starts from zero at every epoch. Checkpoints hold the training state carried at
+the time (``charlm_train_state``), which a run resumed mid-epoch continues from.
 
 Logged: ``{split}/loss`` (cross-entropy, nats per character, averaged over all
 predicted characters of the split), ``{split}/bpc`` (the same in bits per
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MinMetric
 
@@ -48,6 +50,7 @@ class CharLMTask(BaseTask):
             setattr(self, f"{s}_bpc", MeanMetric())
         self.val_bpc_best = MinMetric()
         self.states: dict[str, Any] = {}
+        self._resume_state: Any = None  # the carried training state of the checkpoint a run resumes from
         self.vocab: list[str] | None = None
 
     def setup(self, stage: str) -> None:
@@ -88,9 +91,15 @@ class CharLMTask(BaseTask):
         return loss
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # the best-so-far metrics
         self.val_ce.reset()
         self.val_bpc.reset()
-        self.val_bpc_best.reset()
+        # a run resumed mid-epoch continues the streams with the state its checkpoint carried (the training
+        # loader resumes at the next chunk; Lightning does not start that epoch again); a run that resumes
+        # at an epoch's end starts the next epoch, whose on_train_epoch_start drops it
+        resume, self._resume_state = self._resume_state, None
+        if resume is not None:
+            self.states["train"] = move_data_to_device(resume, self.device)
 
     def on_train_epoch_start(self) -> None:
         self.states.pop("train", None)
@@ -115,10 +124,16 @@ class CharLMTask(BaseTask):
         self._shared_step(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         net = self.net._orig_mod if hasattr(self.net, "_orig_mod") else self.net
         config = getattr(net, "config", None)
         if config is not None:
             checkpoint["charlm_config"] = config
         if self.vocab is not None:
             checkpoint["vocab"] = list(self.vocab)
+        checkpoint["charlm_train_state"] = self.states.get("train")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._resume_state = checkpoint.get("charlm_train_state")
 

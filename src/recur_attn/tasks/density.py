@@ -59,8 +59,8 @@ class DensityTask(BaseTask):
         return loss
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # the best-so-far metrics
         self.val_nll.reset()
-        self.val_nll_best.reset()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")

@@ -165,10 +165,10 @@ class Seq2SeqTask(BaseTask):
 
     # ---- epoch ends ------------------------------------------------------------
     def on_train_start(self) -> None:
-        # Lightning's sanity check runs validation first: start the best-so-far clean
-        for m in (self.val_loss, self.val_acc, self.val_acc_best, self.val_bleu_best):
+        super().on_train_start()  # the best-so-far metrics (clean, or from a resumed checkpoint)
+        # Lightning's sanity check runs validation first
+        for m in (self.val_loss, self.val_acc, self.val_bleu):
             m.reset()
-        self.val_bleu.reset()
 
     def _epoch_metrics(self, split: str) -> None:
         if "acc" in self.metric_names:
@@ -251,6 +251,7 @@ class Seq2SeqTask(BaseTask):
 
     # ---- checkpoints -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         net = getattr(self.net, "_orig_mod", self.net)
         info: dict[str, Any] = {"net_config": dict(getattr(net, "config", {}))}
         try:

@@ -123,12 +123,10 @@ class SequenceTask(BaseTask):
         return loss
 
     def on_train_start(self) -> None:
-        # Lightning runs a sanity check of validation first: start the best-so-far clean.
+        super().on_train_start()  # the best-so-far metrics (clean, or from a resumed checkpoint)
+        # Lightning runs a sanity check of validation first
         self.val_loss.reset()
         self.val_metric.reset()
-        self.val_loss_best.reset()
-        if not self.is_regression:
-            self.val_acc_best.reset()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
