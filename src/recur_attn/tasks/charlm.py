@@ -131,7 +131,7 @@ class CharLMTask(BaseTask):
             checkpoint["charlm_config"] = config
         if self.vocab is not None:
             checkpoint["vocab"] = list(self.vocab)
-        checkpoint["charlm_train_state"] = self.states.get("train")
+        checkpoint["charlm_train_state"] = move_data_to_device(self.states.get("train"), torch.device("cpu"))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
