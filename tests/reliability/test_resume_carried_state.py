@@ -68,3 +68,13 @@ def test_char_lm_run_resumes_exactly_with_its_carried_state(tmp_path_factory, cr
     """(7, 6): a step checkpoint mid-epoch, the carried state goes on; (10, 9): the checkpoint after the
     first epoch's last batch (9 batches an epoch), the next epoch starts from a zero state."""
     _crash_and_resume(tmp_path_factory, _chars(tmp_path_factory.mktemp("text")), crash_at, ckpt_step)
+
+
+@pytest.mark.parametrize("data", ["jsb", "chars"])
+def test_training_epoch_metrics_cover_the_batches_before_the_resume(tmp_path_factory, data):
+    """The run ends in the epoch it resumed in (8 steps, resumed from step 6): train/loss, a metric logged
+    at the epoch's end, averages the whole epoch, the batches before the interruption included (the
+    checkpoint holds the metric's state; Lightning does not restore epoch aggregates mid-epoch)."""
+    base = JSB if data == "jsb" else _chars(tmp_path_factory.mktemp("text"))
+    _crash_and_resume(tmp_path_factory, [o for o in base if not o.startswith("trainer.max_steps")]
+                      + ["trainer.max_steps=8"])

@@ -61,5 +61,8 @@ def test_fast_dev_run_of_the_shapes_experiments(experiment, hydra_compose, tmp_p
     assert len(pngs) == 2  # the overlays of the fixed validation images
     task = objects["model"]
     assert task.itos == objects["datamodule"].vocab.itos
+    # the loss and its parts are training-epoch metrics whose states a mid-epoch checkpoint keeps (BaseTask)
+    assert {"train_loss", "train_parts.nll", "train_parts.doubly_stochastic"} <= set(task.train_metrics())
+    assert "train/nll" in metrics or "train/nll_epoch" in metrics
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert "test/bleu4" in saved

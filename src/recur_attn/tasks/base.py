@@ -5,12 +5,17 @@ nn.Module built by Hydra) and the optimizer / scheduler as partials
 (``_partial_: true`` in the config: called with the parameters, resp. the
 optimizer, here). Subclasses define the loss, metrics and steps.
 
-Best-so-far metrics (every ``MinMetric`` / ``MaxMetric`` attribute, e.g. ``val_loss_best``)
-survive a resume: torchmetrics keeps metric states out of ``state_dict``, so checkpoints
-hold their values under ``best_metrics``, and :meth:`BaseTask.on_train_start` starts them
-from there (clean in a fresh run: Lightning's sanity check has run validation by then).
-Subclasses that override ``on_train_start`` / ``on_save_checkpoint`` /
-``on_load_checkpoint`` call ``super()``.
+Metric states survive a resume, which torchmetrics (states out of ``state_dict``) and
+Lightning (epoch aggregates not restored mid-epoch) leave to the module: checkpoints hold
+the best-so-far metrics (every ``MinMetric`` / ``MaxMetric`` attribute, e.g.
+``val_loss_best``) under ``best_metrics`` and the states of the training epoch's metrics
+(the ``train_*`` metric attributes, logged at the epoch's end) under ``train_metrics``;
+:meth:`BaseTask.on_train_start` starts them from there (clean in a fresh run: Lightning's
+sanity check has run validation by then), and every training epoch starts its own metrics
+clean, so a run resumed mid-epoch reports the whole epoch's training loss. Subclasses that
+override ``on_train_start`` / ``on_train_epoch_start`` / ``on_save_checkpoint`` /
+``on_load_checkpoint`` call ``super()``. Log training epoch values through such metrics: a
+tensor logged with ``on_epoch=True`` would be averaged over the batches after a resume only.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.utilities import move_data_to_device
 from torch import nn
-from torchmetrics import MaxMetric, MinMetric
+from torchmetrics import MaxMetric, Metric, MinMetric
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -56,6 +62,7 @@ class BaseTask(LightningModule):
         self.scheduler_interval = scheduler_interval
         self.compile = bool(compile)
         self._best_resume: dict[str, torch.Tensor] = {}  # best-so-far values of the checkpoint resumed from
+        self._train_resume: dict[str, Any] = {}  # ... and its training metrics' states, with their epoch
 
     def setup(self, stage: str) -> None:
         if self.compile and stage == "fit":
@@ -65,21 +72,42 @@ class BaseTask(LightningModule):
         """The best-so-far metrics by attribute name (``MinMetric`` / ``MaxMetric`` children)."""
         return {name: m for name, m in self.named_children() if isinstance(m, (MinMetric, MaxMetric))}
 
+    def train_metrics(self) -> dict[str, Metric]:
+        """The training epoch's metrics by name: the torchmetrics modules under ``train_*`` attributes (a metric,
+        or a ModuleDict of them)."""
+        return {name: m for name, m in self.named_modules()
+                if name.split(".")[0].startswith("train_") and isinstance(m, Metric)}
+
     def on_train_start(self) -> None:
         # Lightning's sanity check has run validation (and fed the trackers): start them clean, or from the
-        # values the checkpoint of a resumed run holds
+        # values the checkpoint of a resumed run holds. The training metrics go on from the batches before the
+        # interruption when the run resumes inside their epoch (Lightning does not start that epoch again);
+        # a checkpoint written after an epoch's last batch resumes in the next epoch, also without
+        # on_train_epoch_start, so there they start clean
         for name, m in self.best_trackers().items():
             m.reset()
             if name in self._best_resume:
                 m.update(self._best_resume[name].to(self.device))
-        self._best_resume = {}
+        same_epoch = self._train_resume.get("epoch") == self.current_epoch
+        for name, m in self.train_metrics().items():
+            m.reset()
+            if same_epoch and name in self._train_resume["states"]:
+                m.merge_state(move_data_to_device(self._train_resume["states"][name], self.device))
+        self._best_resume, self._train_resume = {}, {}
+
+    def on_train_epoch_start(self) -> None:
+        for m in self.train_metrics().values():
+            m.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_metrics"] = {name: m.compute().detach().cpu()
                                       for name, m in self.best_trackers().items() if m.update_count}
+        checkpoint["train_metrics"] = {name: move_data_to_device(dict(m.metric_state), torch.device("cpu"))
+                                       for name, m in self.train_metrics().items() if m.update_count}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._best_resume = dict(checkpoint.get("best_metrics") or {})
+        self._train_resume = {"epoch": checkpoint.get("epoch"), "states": dict(checkpoint.get("train_metrics") or {})}
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.trainer.model.parameters())

@@ -143,6 +143,8 @@ class CaptioningTask(BaseTask):
         self.length_penalty, self.max_decode_len = float(length_penalty), int(max_decode_len)
         self.num_overlays = int(num_overlays)
         self.train_loss = MeanMetric()
+        # the loss's parts, epoch means through metrics (a run resumed mid-epoch keeps their states: BaseTask)
+        self.train_parts = nn.ModuleDict({k: MeanMetric() for k in ("nll", "doubly_stochastic", "reinforce", "entropy")})
         self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.nlls = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.bleu = nn.ModuleDict({f"{s}_{n}": BLEUScore(n_gram=n) for s in ("val", "test") for n in (1, 2, 3, 4)})
@@ -178,9 +180,10 @@ class CaptioningTask(BaseTask):
         res = self._forward_loss(batch)
         self.train_loss(res["loss"].detach())
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
-        for k in ("nll", "doubly_stochastic", "reinforce", "entropy"):
+        for k, m in self.train_parts.items():
             if k in res:
-                self.log(f"train/{k}", res[k].detach(), on_step=True, on_epoch=True)
+                m(res[k].detach())
+                self.log(f"train/{k}", m, on_step=True, on_epoch=True)
         return res["loss"]
 
     def _decode(self, images: Tensor, beam: int) -> dict[str, Tensor]:

@@ -50,7 +50,7 @@ class CharLMTask(BaseTask):
             setattr(self, f"{s}_bpc", MeanMetric())
         self.val_bpc_best = MinMetric()
         self.states: dict[str, Any] = {}
-        self._resume_state: Any = None  # the carried training state of the checkpoint a run resumes from
+        self._resume_state: tuple[Any, Any] = (None, None)  # (epoch, carried training state) of a resumed checkpoint
         self.vocab: list[str] | None = None
 
     def setup(self, stage: str) -> None:
@@ -95,13 +95,15 @@ class CharLMTask(BaseTask):
         self.val_ce.reset()
         self.val_bpc.reset()
         # a run resumed mid-epoch continues the streams with the state its checkpoint carried (the training
-        # loader resumes at the next chunk; Lightning does not start that epoch again); a run that resumes
-        # at an epoch's end starts the next epoch, whose on_train_epoch_start drops it
-        resume, self._resume_state = self._resume_state, None
-        if resume is not None:
-            self.states["train"] = move_data_to_device(resume, self.device)
+        # loader resumes at the next chunk; Lightning does not start that epoch again). A checkpoint written
+        # after an epoch's last batch resumes in the next epoch, also without on_train_epoch_start: no state
+        # there (the epoch's first chunks reset every row anyway)
+        (epoch, state), self._resume_state = self._resume_state, (None, None)
+        if state is not None and epoch == self.current_epoch:
+            self.states["train"] = move_data_to_device(state, self.device)
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()  # the training metrics
         self.states.pop("train", None)
 
     def on_validation_epoch_start(self) -> None:
@@ -135,5 +137,5 @@ class CharLMTask(BaseTask):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self._resume_state = checkpoint.get("charlm_train_state")
+        self._resume_state = (checkpoint.get("epoch"), checkpoint.get("charlm_train_state"))
 
