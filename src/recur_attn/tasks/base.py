@@ -88,7 +88,8 @@ class BaseTask(LightningModule):
             m.reset()
             if name in self._best_resume:
                 m.update(self._best_resume[name].to(self.device))
-        same_epoch = self._train_resume.get("epoch") == self.current_epoch
+        # the saved states are those of all processes (DDP): rank 0 alone takes them back
+        same_epoch = self._train_resume.get("epoch") == self.current_epoch and self.global_rank == 0
         for name, m in self.train_metrics().items():
             m.reset()
             if same_epoch and name in self._train_resume["states"]:
@@ -102,8 +103,12 @@ class BaseTask(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_metrics"] = {name: m.compute().detach().cpu()
                                       for name, m in self.best_trackers().items() if m.update_count}
-        checkpoint["train_metrics"] = {name: move_data_to_device(dict(m.metric_state), torch.device("cpu"))
-                                       for name, m in self.train_metrics().items() if m.update_count}
+        train = {}
+        for name, m in self.train_metrics().items():
+            if m.update_count:
+                with m.sync_context():  # every process's state summed (a no-op in one process)
+                    train[name] = move_data_to_device(dict(m.metric_state), torch.device("cpu"))
+        checkpoint["train_metrics"] = train
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._best_resume = dict(checkpoint.get("best_metrics") or {})
