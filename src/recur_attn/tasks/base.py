@@ -78,18 +78,23 @@ class BaseTask(LightningModule):
         return {name: m for name, m in self.named_modules()
                 if name.split(".")[0].startswith("train_") and isinstance(m, Metric)}
 
+    def resumes_inside(self, epoch: int | None) -> bool:
+        """In ``on_train_start``: whether this run goes on inside ``epoch``, the epoch of the checkpoint it resumed
+        from (None: no checkpoint). Lightning does not start that epoch again (no ``on_train_epoch_start``), so
+        what a checkpoint holds of the epoch's running state is to be put back; a checkpoint written after an
+        epoch's last batch resumes in the next epoch, also without ``on_train_epoch_start``."""
+        return epoch is not None and epoch == self.current_epoch
+
     def on_train_start(self) -> None:
         # Lightning's sanity check has run validation (and fed the trackers): start them clean, or from the
-        # values the checkpoint of a resumed run holds. The training metrics go on from the batches before the
-        # interruption when the run resumes inside their epoch (Lightning does not start that epoch again);
-        # a checkpoint written after an epoch's last batch resumes in the next epoch, also without
-        # on_train_epoch_start, so there they start clean
+        # values the checkpoint of a resumed run holds; the training metrics from the batches before the
+        # interruption when the run goes on inside their epoch
         for name, m in self.best_trackers().items():
             m.reset()
             if name in self._best_resume:
                 m.update(self._best_resume[name].to(self.device))
         # the saved states are those of all processes (DDP): rank 0 alone takes them back
-        same_epoch = self._train_resume.get("epoch") == self.current_epoch and self.global_rank == 0
+        same_epoch = self.resumes_inside(self._train_resume.get("epoch")) and self.global_rank == 0
         for name, m in self.train_metrics().items():
             m.reset()
             if same_epoch and name in self._train_resume["states"]:

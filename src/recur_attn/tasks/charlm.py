@@ -95,11 +95,9 @@ class CharLMTask(BaseTask):
         self.val_ce.reset()
         self.val_bpc.reset()
         # a run resumed mid-epoch continues the streams with the state its checkpoint carried (the training
-        # loader resumes at the next chunk; Lightning does not start that epoch again). A checkpoint written
-        # after an epoch's last batch resumes in the next epoch, also without on_train_epoch_start: no state
-        # there (the epoch's first chunks reset every row anyway)
+        # loader resumes at the next chunk)
         (epoch, state), self._resume_state = self._resume_state, (None, None)
-        if state is not None and epoch == self.current_epoch:
+        if state is not None and self.resumes_inside(epoch):
             self.states["train"] = move_data_to_device(state, self.device)
 
     def on_train_epoch_start(self) -> None:
