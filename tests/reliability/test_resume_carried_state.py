@@ -50,7 +50,7 @@ def _crash_and_resume(tmp_path_factory, overrides, crash_at=7, ckpt_step=6):
     out = tmp_path_factory.mktemp("crash")
     with pytest.raises(Crash):
         run_train(out, overrides, [CrashAt(crash_at)])
-    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == ckpt_step
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == ckpt_step
     rec = RecordBatches()
     metrics, weights, _ = run_train(out, overrides + ["ckpt_path=last"], [rec])
     assert rec.rows == ref_rec.rows[ckpt_step:]  # the same batches, in the same order, with the same RNG
